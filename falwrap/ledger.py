@@ -354,6 +354,9 @@ class Reservation:
     of an unsettled reservation (a thread that died mid-call frees its hold). Later
     attempts are no-ops. Thread-safe.
 
+    Keep a reference for as long as the call runs: a reservation nobody references is
+    collected, and its hold is freed with it.
+
     Attributes:
         amount: The held amount (quantised ``Decimal``).
         model_id: The model the call is for, if given.
