@@ -1,0 +1,621 @@
+"""Client-side pacing: a GCRA leaky bucket, a cap on jobs in flight, and the pair the client uses.
+
+Two interfaces, each with an in-process twin here and a Redis twin in
+:mod:`falwrap.backends.redis_limiter`:
+
+* :class:`RateLimiter` -- ``acquire(timeout=None) -> float`` and ``try_acquire() -> float``;
+  implemented by :class:`LeakyBucket` and ``RedisLeakyBucket``.
+* :class:`ConcurrencyLimiter` -- ``acquire(timeout=None) -> Slot``; implemented by
+  :class:`ConcurrencyLimit` and ``RedisConcurrencyLimit``.
+
+:class:`Limiter` bundles one of each and builds them from a
+:class:`~falwrap.config.RateLimitConfig`.
+
+Why not pyrate-limiter or limits: measured at 20/s with ``burst=1``, pyrate-limiter pads
+every wait by 50 ms (``buffer_ms``) and so uses about half of the configured rate;
+``limits`` has no blocking API at all (callers must poll) and its sliding-window
+counter let 34 requests through in one second at 20/s. fal bills and throttles per
+request, so the bucket here must be exact on both sides: never over the rate, and
+never needlessly under it. ``benchmarks/bench_limiter.py`` measures all of them.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import math
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+
+import attrs
+
+from falwrap.errors import ConfigurationError, RateLimitTimeout
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from falwrap.config import RateLimitConfig
+
+__all__ = [
+    "ConcurrencyLimit",
+    "ConcurrencyLimiter",
+    "LeakyBucket",
+    "Limiter",
+    "RateLimiter",
+    "Slot",
+]
+
+_S = TypeVar("_S", bound="Slot")
+
+
+# --- Validation shared with the Redis twins ------------------------------------------------------
+
+
+def _check_rate(rate_per_minute: float) -> float:
+    if (
+        not isinstance(rate_per_minute, (int, float))
+        or isinstance(rate_per_minute, bool)
+        or not math.isfinite(rate_per_minute)
+        or rate_per_minute <= 0
+    ):
+        msg = f"rate_per_minute={rate_per_minute!r} is not valid: expected a positive, finite number, such as 60."
+        raise ConfigurationError(msg, variable="rate_per_minute")
+    return float(rate_per_minute)
+
+
+def _check_count(value: int, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        msg = f"{name}={value!r} is not valid: expected a whole number of at least 1."
+        raise ConfigurationError(msg, variable=name)
+    return value
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or math.isnan(timeout):
+        msg = f"timeout={timeout!r} is not valid: expected None or a number of seconds."
+        raise TypeError(msg)
+    return max(0.0, float(timeout))
+
+
+def _rate_timeout(wait: float, timeout: float) -> RateLimitTimeout:
+    msg = (
+        f"Rate limit: the next request slot opens in {wait:.3f} s, later than the {timeout:g} s "
+        "timeout allows. Nothing was sent and no slot stays reserved. Raise FAL_REQUESTS_PER_MINUTE, "
+        "or the timeout."
+    )
+    return RateLimitTimeout(msg, wait=wait)
+
+
+def _concurrency_timeout(max_in_flight: int, timeout: float) -> RateLimitTimeout:
+    msg = (
+        f"Concurrency limit: all {max_in_flight} job slots stayed busy for the {timeout:g} s timeout. "
+        "Nothing was sent. Raise FAL_MAX_CONCURRENT, or the timeout."
+    )
+    return RateLimitTimeout(msg, wait=None)
+
+
+# --- Fork safety ---------------------------------------------------------------------------------
+
+#: Every live in-process limiter; after a fork the child re-creates their locks, because a
+#: lock held by a parent thread at fork time would otherwise stay held in the child forever.
+_FORK_AWARE: weakref.WeakSet[_ForkAware] = weakref.WeakSet()
+
+
+class _ForkAware(Protocol):
+    def _after_fork_in_child(self) -> None: ...
+
+
+def _reset_after_fork() -> None:
+    for limiter in list(_FORK_AWARE):
+        limiter._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Windows
+    # One process-wide hook over a WeakSet: hooks cannot be unregistered, so one per
+    # instance would leak a closure for every limiter ever built.
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+# --- Interfaces ----------------------------------------------------------------------------------
+
+
+class Slot(abc.ABC):
+    """A held place under a :class:`ConcurrencyLimiter`; give it back with :meth:`release`.
+
+    A context manager: leaving the ``with`` block releases it on every path
+    (return, exception, ``KeyboardInterrupt``). Thread-safe; :meth:`release` is idempotent.
+    """
+
+    __slots__ = ()
+
+    #: Seconds a lease lasts without :meth:`renew` (``None``: the slot never expires).
+    lease_seconds: float | None = None
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Give the place back. Idempotent and never raises for an already released slot."""
+
+    @abc.abstractmethod
+    def renew(self) -> bool:
+        """Extend the lease while a long job runs.
+
+        Returns:
+            ``True`` while the slot is held. ``False`` when the lease had run out
+            and could not be taken back (another holder got it), or the backend
+            could not be reached; the job may go on, but the cap was not enforced for it.
+        """
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    """Paces requests: each :meth:`acquire` grants one request slot (implementations are thread-safe)."""
+
+    def acquire(self, timeout: float | None = None) -> float:
+        """Wait for the next request slot and take it.
+
+        Args:
+            timeout: Longest wait in seconds; ``None`` waits as long as needed.
+
+        Returns:
+            Seconds waited (0.0 when a slot was free).
+
+        Raises:
+            RateLimitTimeout: the slot is further away than ``timeout``; raised at
+                once, and no slot stays reserved.
+        """
+        ...
+
+    def try_acquire(self) -> float:
+        """Take a slot only if one is free now.
+
+        Returns:
+            0.0 when a slot was granted, else the seconds until one would be
+            (nothing is reserved).
+        """
+        ...
+
+
+@runtime_checkable
+class ConcurrencyLimiter(Protocol):
+    """Caps jobs in flight: each :meth:`acquire` holds one place until its :class:`Slot` is released."""
+
+    def acquire(self, timeout: float | None = None) -> Slot:
+        """Wait for a free place and hold it.
+
+        Args:
+            timeout: Longest wait in seconds; ``None`` waits as long as needed.
+
+        Returns:
+            The held :class:`Slot`; use it as a context manager.
+
+        Raises:
+            RateLimitTimeout: no place came free within ``timeout``.
+        """
+        ...
+
+
+# --- LeakyBucket ---------------------------------------------------------------------------------
+
+
+class LeakyBucket:
+    """A leaky bucket (GCRA): at most ``rate_per_minute`` grants a minute, ``burst`` back to back.
+
+    The state is one number, the theoretical arrival time (TAT): when the next
+    slot is due if nobody waits. Emission interval ``T = 60 / rate_per_minute``,
+    tolerance ``(burst - 1) * T``. A caller reserves its slot at the TAT under the
+    lock, advances the TAT by ``T``, and then sleeps outside the lock until its
+    slot. Consequences, by construction:
+
+    * FIFO: slots go out in the order callers took the lock, so a caller that
+      arrives later always gets a later slot.
+    * Exact: grants are ``T`` apart (plus the OS's wake-up latency), with no
+      padding and no busy-wait; the sleeper re-reads the clock after each sleep.
+    * A timeout is decided up front: when the slot is further away than
+      ``timeout``, :class:`~falwrap.errors.RateLimitTimeout` is raised at once and
+      nothing is reserved.
+
+    Interrupted waits (``KeyboardInterrupt`` or any exception during the sleep):
+    the slot is given back only when nobody reserved after it (the TAT still
+    ends at that slot). When later waiters exist, their slots are already fixed
+    in time; moving them up would need waking them, and shrinking the queue from
+    the middle cannot be done without that, so the slot stays a gap -- capacity
+    lost once, never a grant above the rate.
+
+    Thread-safe (one ``threading.Lock`` held only for arithmetic). Fork-safe: a
+    child process gets a fresh lock (and keeps a copy of the parent's TAT, so it
+    starts no earlier than the parent would have); separate processes do not
+    share a limit -- use ``RedisLeakyBucket`` for that.
+
+    Args:
+        rate_per_minute: Sustained grants per minute; a positive, finite number.
+        burst: Grants that may go back to back after an idle spell; at least 1.
+        clock: Monotonic clock in seconds (inject a fake in tests).
+        sleep: Sleep function in seconds (inject a fake in tests).
+
+    Raises:
+        ConfigurationError: ``rate_per_minute`` is not positive and finite, or
+            ``burst`` is not a whole number of at least 1.
+    """
+
+    # A plain slotted class rather than attrs: acquire() is the hot path (over a
+    # million calls a second), so it writes one slot attribute and nothing else --
+    # no on_setattr hooks -- and construction must raise ConfigurationError.
+    __slots__ = ("__weakref__", "_burst", "_clock", "_interval", "_lock", "_rate", "_sleep", "_tat", "_tolerance")
+
+    def __init__(
+        self,
+        rate_per_minute: float,
+        burst: int = 1,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
+        self._rate = _check_rate(rate_per_minute)
+        self._burst = _check_count(burst, "burst")
+        self._interval = 60.0 / self._rate
+        self._tolerance = (self._burst - 1) * self._interval
+        # -inf reads as "long idle": the first max(tat, now) picks now, whatever the clock's origin.
+        self._tat = -math.inf
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        _FORK_AWARE.add(self)
+
+    @property
+    def rate_per_minute(self) -> float:
+        """Sustained grants per minute."""
+        return self._rate
+
+    @property
+    def burst(self) -> int:
+        """Grants that may go back to back after an idle spell."""
+        return self._burst
+
+    def __repr__(self) -> str:
+        return f"LeakyBucket(rate_per_minute={self._rate:g}, burst={self._burst})"
+
+    def acquire(self, timeout: float | None = None) -> float:
+        """Wait for the next request slot and take it; waiters are served in arrival order.
+
+        Thread-safe.
+
+        Args:
+            timeout: Longest wait in seconds; ``None`` waits as long as needed, 0
+                takes a slot only if one is free now.
+
+        Returns:
+            Seconds waited (0.0 when a slot was free).
+
+        Raises:
+            RateLimitTimeout: the slot is further away than ``timeout``; raised at
+                once, with ``wait`` set, and no slot stays reserved.
+        """
+        clock = self._clock
+        with self._lock:
+            now = clock()
+            tat = self._tat
+            # A comparison, not max(): a builtin call costs a tenth of this whole hot path.
+            if tat < now:  # noqa: PLR1730
+                tat = now
+            due = tat - self._tolerance
+            if due <= now:
+                self._tat = tat + self._interval
+                return 0.0
+            wait = due - now
+            if timeout is not None and wait > timeout:
+                # Checked before reserving, so a refusal leaves the queue as it was.
+                raise _rate_timeout(wait, _check_timeout(timeout) or 0.0)
+            reserved = self._tat = tat + self._interval
+        try:
+            sleep = self._sleep
+            while True:
+                # Re-read the clock: a sleep may end early (signals, fakes) or late (load).
+                remaining = due - clock()
+                if remaining <= 0.0:
+                    return clock() - now
+                sleep(remaining)
+        except BaseException:
+            self._give_back(reserved, tat)
+            raise
+
+    def try_acquire(self) -> float:
+        """Take a slot only if one is free now; never waits and never queues.
+
+        Thread-safe. A slot is free only when no waiter is queued, so this never
+        overtakes callers already waiting in :meth:`acquire`.
+
+        Returns:
+            0.0 when a slot was granted, else the seconds until one would be
+            (nothing is reserved).
+        """
+        with self._lock:
+            now = self._clock()
+            tat = self._tat
+            if tat < now:  # noqa: PLR1730 - see acquire()
+                tat = now
+            due = tat - self._tolerance
+            if due <= now:
+                self._tat = tat + self._interval
+                return 0.0
+            return due - now
+
+    def _give_back(self, reserved: float, previous: float) -> None:
+        with self._lock:
+            # Only the newest reservation can be undone without moving slots
+            # already promised to later waiters (see the class docstring).
+            if self._tat == reserved:
+                self._tat = previous
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+
+
+# --- ConcurrencyLimit ----------------------------------------------------------------------------
+
+
+class _ProcessSlot(Slot):
+    """A place held in a :class:`ConcurrencyLimit`."""
+
+    __slots__ = ("_generation", "_limit", "_released")
+
+    def __init__(self, limit: ConcurrencyLimit, generation: int) -> None:
+        self._limit = limit
+        self._generation = generation
+        self._released = False
+
+    def release(self) -> None:
+        """Give the place back (idempotent, thread-safe)."""
+        self._limit._release(self)
+
+    def renew(self) -> bool:
+        """Nothing to extend in-process: the place is held until released.
+
+        Returns:
+            ``True`` while the slot is held, ``False`` after :meth:`release`.
+        """
+        return not self._released
+
+    def __repr__(self) -> str:
+        return f"<Slot {'released' if self._released else 'held'}>"
+
+    def __del__(self) -> None:
+        # Safety net for a slot dropped without release(), e.g. a KeyboardInterrupt
+        # landing between acquire() returning and the `with` block starting: without
+        # it the place would be lost for the life of the process.
+        if not self._released:
+            with contextlib.suppress(Exception):  # interpreter shutdown
+                self._limit._release(self)
+
+
+class ConcurrencyLimit:
+    """At most ``max_in_flight`` jobs in flight at once from this process.
+
+    Thread-safe. :meth:`acquire` returns a :class:`Slot`; use it as a context
+    manager so the place is released on every path (success, error, timeout,
+    ``KeyboardInterrupt``). A ``KeyboardInterrupt`` while waiting holds nothing.
+    Fork-safe: a child process starts with every place free and a fresh lock;
+    slots inherited from the parent are ignored by the child's :meth:`Slot.release`.
+
+    Args:
+        max_in_flight: The cap; a whole number of at least 1.
+
+    Raises:
+        ConfigurationError: ``max_in_flight`` is not a whole number of at least 1.
+    """
+
+    __slots__ = ("__weakref__", "_cond", "_generation", "_in_flight", "_max")
+
+    def __init__(self, max_in_flight: int) -> None:
+        self._max = _check_count(max_in_flight, "max_in_flight")
+        self._in_flight = 0
+        # Bumped in a forked child so slots copied from the parent cannot release the child's places.
+        self._generation = 0
+        # Re-entrant: Slot.__del__ may run from the garbage collector inside this very
+        # lock's critical section on the same thread, and a plain Lock would deadlock.
+        self._cond = threading.Condition(threading.RLock())
+        _FORK_AWARE.add(self)
+
+    @property
+    def max_in_flight(self) -> int:
+        """The cap on jobs in flight."""
+        return self._max
+
+    @property
+    def in_flight(self) -> int:
+        """Places held right now (a snapshot)."""
+        return self._in_flight
+
+    def __repr__(self) -> str:
+        return f"ConcurrencyLimit(max_in_flight={self._max}, in_flight={self._in_flight})"
+
+    def acquire(self, timeout: float | None = None) -> Slot:
+        """Wait for a free place and hold it.
+
+        Thread-safe. Waiters are woken in the order they started waiting, but a
+        caller arriving just as a place frees may take it first.
+
+        Args:
+            timeout: Longest wait in seconds; ``None`` waits as long as needed, 0
+                takes a place only if one is free now.
+
+        Returns:
+            The held :class:`Slot`.
+
+        Raises:
+            RateLimitTimeout: no place came free within ``timeout``; nothing is held.
+        """
+        timeout = _check_timeout(timeout)
+        cond = self._cond
+        with cond:
+            if self._in_flight >= self._max:
+                try:
+                    self._wait_for_place(timeout)
+                except BaseException:
+                    # This waiter may have been the one notified of a freed place;
+                    # pass the wake-up on so that place does not sit idle.
+                    cond.notify()
+                    raise
+            self._in_flight += 1
+            return _ProcessSlot(self, self._generation)
+
+    def _wait_for_place(self, timeout: float | None) -> None:
+        # Called with the condition's lock held; returns holding it, with a place free.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._in_flight >= self._max:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0.0:
+                raise _concurrency_timeout(self._max, timeout or 0.0)
+            self._cond.wait(remaining)
+
+    def _release(self, slot: _ProcessSlot) -> None:
+        with self._cond:
+            if slot._released:
+                return
+            slot._released = True
+            if slot._generation == self._generation:
+                self._in_flight -= 1
+                self._cond.notify()
+
+    def _after_fork_in_child(self) -> None:
+        self._cond = threading.Condition(threading.RLock())
+        self._in_flight = 0
+        self._generation += 1
+
+
+class _NoSlot(Slot):
+    """Stands in for a slot when no concurrency cap is configured."""
+
+    __slots__ = ()
+
+    def release(self) -> None:
+        """Nothing to give back."""
+
+    def renew(self) -> bool:
+        """Always held.
+
+        Returns:
+            ``True``.
+        """
+        return True
+
+
+# --- Limiter -------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Limiter:
+    """The limiter a client uses: a rate limiter, and optionally a cap on jobs in flight.
+
+    Thread-safe when its parts are (all of falwrap's are).
+
+    Args:
+        rate: Paces submissions (a :class:`LeakyBucket` or ``RedisLeakyBucket``).
+        concurrency: Caps jobs in flight (a :class:`ConcurrencyLimit` or
+            ``RedisConcurrencyLimit``), or ``None`` for no cap.
+    """
+
+    rate: RateLimiter
+    concurrency: ConcurrencyLimiter | None = None
+    #: A resource the limiter owns (the Redis client from_config built), closed by close().
+    _owned: Any = attrs.field(default=None, repr=False, eq=False, alias="_owned")
+
+    @classmethod
+    def from_config(cls, config: RateLimitConfig, namespace: str) -> Limiter:
+        """Build the limiter a :class:`~falwrap.config.RateLimitConfig` describes.
+
+        In-process twins, or the Redis ones when ``config.redis_url`` is set; their
+        keys are ``falwrap:{namespace}:rate`` and ``falwrap:{namespace}:inflight``.
+
+        Args:
+            config: Rate, burst, concurrency cap and optional Redis URL.
+            namespace: Separates limits of different accounts sharing one Redis;
+                pass a hash of the API key (``FalConfig.key_fingerprint``), never the key.
+
+        Returns:
+            A ready :class:`Limiter`.
+
+        Raises:
+            ConfigurationError: a value is out of range, the namespace is empty, the
+                Redis URL is malformed, or Redis does not answer.
+        """
+        if not isinstance(namespace, str) or not namespace:
+            msg = "The limiter namespace must be a non-empty string (a hash of the API key)."
+            raise ConfigurationError(msg, variable="namespace")
+        rate_per_minute = _check_rate(config.requests_per_minute)
+        burst = _check_count(config.burst, "burst")
+        max_in_flight = None if config.max_concurrent is None else _check_count(config.max_concurrent, "max_concurrent")
+        if config.redis_url is None:
+            return cls(
+                LeakyBucket(rate_per_minute, burst),
+                None if max_in_flight is None else ConcurrencyLimit(max_in_flight),
+            )
+
+        # Imported here so that `import falwrap` never needs redis-py.
+        from falwrap.backends.redis_limiter import RedisConcurrencyLimit, RedisLeakyBucket, redis_client_from_url
+
+        client = redis_client_from_url(config.redis_url)
+        try:
+            rate = RedisLeakyBucket(client, f"falwrap:{namespace}:rate", rate_per_minute, burst)
+            concurrency = (
+                None
+                if max_in_flight is None
+                else RedisConcurrencyLimit(client, f"falwrap:{namespace}:inflight", max_in_flight, check=False)
+            )
+        except BaseException:
+            client.close()
+            raise
+        return cls(rate, concurrency, _owned=client)
+
+    def acquire(self, timeout: float | None = None) -> Slot:
+        """Hold a concurrency place, then take a rate slot, within one deadline.
+
+        The place is taken first so a rate slot is never spent while waiting
+        for a place; if the rate slot cannot be had, the place is released.
+
+        Thread-safe.
+
+        Args:
+            timeout: Longest total wait in seconds; ``None`` waits as long as needed.
+
+        Returns:
+            The held :class:`Slot` (a no-op one when there is no concurrency cap);
+            release it when the job has finished.
+
+        Raises:
+            RateLimitTimeout: either limit could not be met within ``timeout``;
+                nothing stays held.
+        """
+        timeout = _check_timeout(timeout)
+        if self.concurrency is None:
+            self.rate.acquire(timeout)
+            return _NoSlot()
+        start = time.monotonic()
+        slot = self.concurrency.acquire(timeout)
+        try:
+            self.rate.acquire(None if timeout is None else max(0.0, timeout - (time.monotonic() - start)))
+        except BaseException:
+            slot.release()
+            raise
+        return slot
+
+    def close(self) -> None:
+        """Close what :meth:`from_config` opened (the Redis connection pool); idempotent."""
+        if self._owned is not None:
+            self._owned.close()
