@@ -65,7 +65,8 @@ DEFAULT_RESERVATION_TTL: float | None = 900.0
 ReservationState = Literal["held", "settled", "released"]
 
 
-def _utc_now() -> datetime:
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime: the ledgers' default clock."""
     return datetime.now(timezone.utc)
 
 
@@ -553,7 +554,7 @@ class CostLedger:
     """
 
     max_records: int = attrs.field(default=10_000, validator=attrs.validators.gt(0))
-    clock: Callable[[], datetime] = attrs.field(default=_utc_now)
+    clock: Callable[[], datetime] = attrs.field(default=utc_now)
     daily_budget_usd: Decimal | None = attrs.field(default=None, converter=_to_budget)
     reservation_ttl: float | None = attrs.field(default=DEFAULT_RESERVATION_TTL, kw_only=True, validator=check_ttl)
     duration_window: int = attrs.field(default=1000, kw_only=True, validator=attrs.validators.gt(0))
