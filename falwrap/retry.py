@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import ClassVar
 from contextlib import contextmanager
 
 import attrs
@@ -83,7 +84,7 @@ class RetryPolicy:
 
     #: Never sleep less than this between two attempts, even when a server says 0,
     #: so a misbehaving peer cannot turn retries into a tight loop.
-    MIN_DELAY = 0.01
+    MIN_DELAY: ClassVar[float] = 0.01
 
     @classmethod
     def from_config(cls, config: RetryConfig) -> RetryPolicy:
@@ -118,7 +119,7 @@ class RetryPolicy:
         """
         if not error.retryable or self.exhausted:
             return None
-        delay = error.retry_after if error.retry_after is not None else self.backoff()
+        delay: float = self.backoff() if error.retry_after is None else float(error.retry_after)
         delay = max(delay, self.MIN_DELAY)
         if remaining is not None and delay >= remaining:
             return None

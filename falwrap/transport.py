@@ -99,7 +99,8 @@ class Budget:
         return None if self.deadline is None else self.deadline - time.monotonic()
 
 
-_budget: contextvars.ContextVar[Budget] = contextvars.ContextVar("falwrap_budget", default=Budget())
+_NO_LIMITS = Budget()
+_budget: contextvars.ContextVar[Budget] = contextvars.ContextVar("falwrap_budget", default=_NO_LIMITS)
 
 
 @contextmanager
