@@ -1,0 +1,75 @@
+"""Tests for falwrap.metrics: Prometheus counters on record, a no-op without prometheus_client."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from falwrap import metrics
+from falwrap.ledger import CallRecord, CostLedger
+
+prometheus_client = pytest.importorskip("prometheus_client")
+
+
+def rec(model: str, *, success: bool = True, cost: str = "0.025", duration: float = 3512) -> CallRecord:
+    return CallRecord(
+        timestamp=datetime(2025, 1, 1, tzinfo=timezone.utc),
+        model_id=model,
+        operation="generate",
+        duration_ms=duration,
+        cost_usd=Decimal(cost),
+        success=success,
+        error_code=None if success else "RATE_LIMIT",
+    )
+
+
+def test_call_metrics_count_calls_failures_cost_and_duration() -> None:
+    """CallMetrics counts calls by outcome, failures by code, dollars and durations in seconds."""
+    registry = prometheus_client.CollectorRegistry()
+    m = metrics.CallMetrics(registry)
+    m.observe(rec("a"))
+    m.observe(rec("a", success=False, cost="0", duration=120))
+    value = registry.get_sample_value
+    assert value("falwrap_calls_total", {"model": "a", "operation": "generate", "outcome": "success"}) == 1
+    assert value("falwrap_calls_total", {"model": "a", "operation": "generate", "outcome": "failure"}) == 1
+    assert value("falwrap_call_failures_total", {"model": "a", "error_code": "RATE_LIMIT"}) == 1
+    assert value("falwrap_cost_usd_total", {"model": "a"}) == pytest.approx(0.025)
+    assert value("falwrap_call_duration_seconds_count", {"model": "a", "operation": "generate"}) == 2
+    assert value("falwrap_call_duration_seconds_sum", {"model": "a", "operation": "generate"}) == pytest.approx(3.632)
+
+
+def test_ledger_record_updates_default_metrics() -> None:
+    """CostLedger.record() updates the process-wide metrics unless metrics=False."""
+    value = prometheus_client.REGISTRY.get_sample_value
+    labels = {"model": "metrics-test/model", "operation": "generate", "outcome": "success"}
+    before = value("falwrap_calls_total", labels) or 0
+    CostLedger().record(rec("metrics-test/model"))
+    CostLedger(metrics=False).record(rec("metrics-test/model"))
+    assert value("falwrap_calls_total", labels) == before + 1
+    assert metrics.default_metrics() is metrics.default_metrics()
+
+
+def test_observe_is_a_no_op_without_prometheus_client() -> None:
+    """With prometheus_client unimportable, recording still works and metrics are None."""
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None\n"
+        "from datetime import datetime, timezone; from decimal import Decimal\n"
+        "from falwrap import metrics; from falwrap.ledger import CallRecord, CostLedger\n"
+        "CostLedger().record(CallRecord(datetime.now(timezone.utc), 'm', 'generate', 1, Decimal('1'), True))\n"
+        "assert metrics.default_metrics() is None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_import_does_not_load_prometheus_or_redis() -> None:
+    """Importing falwrap and its ledger modules loads neither prometheus_client nor redis."""
+    code = (
+        "import sys, falwrap, falwrap.ledger, falwrap.metrics, falwrap.backends.redis_ledger\n"
+        "assert 'prometheus_client' not in sys.modules, 'prometheus_client imported'\n"
+        "assert 'redis' not in sys.modules, 'redis imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
