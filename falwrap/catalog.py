@@ -733,6 +733,19 @@ def _rank(quality: str) -> int:
     return QUALITIES.index(quality)
 
 
+def _too_big(model: ModelInfo, arguments: Mapping[str, Any] | None) -> str | None:
+    requested = (arguments or {}).get("image_size")
+    if requested is None or model.max_width is None or model.max_height is None:
+        return None
+    try:
+        width, height = resolve_image_size(requested)
+    except InvalidInputError:
+        return None  # priced (and refused) below, with the same message for every model
+    if width > model.max_width or height > model.max_height:
+        return f"{width}x{height} is larger than its {model.max_width}x{model.max_height} maximum"
+    return None
+
+
 def select_model(
     requirements: TaskRequirements,
     catalog: Mapping[str, ModelInfo] | None = None,
@@ -743,11 +756,12 @@ def select_model(
 
     1. Only models of ``requirements.kind``, that take an input image when one is
        given and do not require one otherwise.
-    2. Budget: one output must cost at most ``requirements.budget`` USD — real
+    2. Size: a requested ``image_size`` must fit the model's maximum.
+    3. Budget: one output must cost at most ``requirements.budget`` USD — real
        money, at fal's prices, for one image at the requested size (default
        1 MP) or one video at the requested duration (default 5 s).
-    3. Quality floor: draft -> low, production -> medium, premium -> high.
-    4. Order: high urgency takes the fastest (then quality, then price);
+    4. Quality floor: draft -> low, production -> medium, premium -> high.
+    5. Order: high urgency takes the fastest (then quality, then price);
        otherwise quality, then price: the tier asked for beats a tier above it
        (a draft does not buy the $0.06 ultra model), then the cheapest, then the
        fastest.
@@ -796,6 +810,10 @@ def select_model(
                 f"quality {model.quality} is below {TIER_FLOOR[requirements.quality]} "
                 f"(needed for {requirements.quality})"
             )
+            continue
+        too_big = _too_big(model, arguments)
+        if too_big:
+            reasons[model_id] = too_big
             continue
         try:
             cost = cost_per_output(model, arguments)
