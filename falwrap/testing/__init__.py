@@ -1,0 +1,25 @@
+"""FakeFal: a real local HTTP emulator of fal's queue API, for tests, demos and benchmarks.
+
+``with FakeFal() as fal:`` serves fal's queue (submit, status, status stream,
+result, cancel), storage uploads, output files and the platform pricing API on
+127.0.0.1, with scripted faults, request counters and a server-side billing
+record.  The pytest plugin (``falwrap.testing.plugin``) provides a ``fake_fal`` fixture.
+"""
+
+from falwrap.testing.billing import BillingRecord, billable_units
+from falwrap.testing.emulator import FakeFal
+from falwrap.testing.faults import ROUTES, Fault
+from falwrap.testing.jobs import JobView
+from falwrap.testing.models import FakeModel, JobFailure, default_models
+
+__all__ = [
+    "ROUTES",
+    "BillingRecord",
+    "FakeFal",
+    "FakeModel",
+    "Fault",
+    "JobFailure",
+    "JobView",
+    "billable_units",
+    "default_models",
+]

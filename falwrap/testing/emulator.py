@@ -1,0 +1,307 @@
+"""FakeFal: the public face of the emulator — start/stop, URL and key, knobs and observations."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Mapping
+from decimal import Decimal
+from types import TracebackType
+
+from falwrap.testing.api import FalApi
+from falwrap.testing.billing import BillingRecord
+from falwrap.testing.faults import Fault, FaultQueue
+from falwrap.testing.jobs import JobView
+from falwrap.testing.models import FakeModel, JobFailure, default_models
+from falwrap.testing.server import FakeFalServer
+
+__all__ = ["FakeFal"]
+
+
+class FakeFal:
+    """A real HTTP server on 127.0.0.1 speaking fal's queue, storage and pricing APIs.
+
+    Point a client at it with ``base_url=fal.url`` and ``api_key=fal.key``;
+    every route needs ``Authorization: Key <key>`` except file downloads.
+    Jobs run for a simulated ``latency``, at most ``concurrency`` at a time
+    account-wide; the rest wait IN_QUEUE with real positions.  All methods and
+    properties are thread-safe.
+
+    Args:
+        key: the API key to accept; a random ``"<id>:<secret>"`` when None.
+        models: endpoint id -> FakeModel; by default every catalog model plus
+            the built-in flux and kling endpoints.
+        concurrency: jobs IN_PROGRESS at once, account-wide.
+        latency: when set, the run time of every model's jobs, in seconds.
+        host: interface to bind (keep 127.0.0.1).
+        port: TCP port; 0 picks a free one.
+
+    Raises:
+        ValueError: when ``concurrency < 1``.
+
+    Example::
+
+        with FakeFal() as fal:
+            client = FalClient(FalConfig(api_key=fal.key, base_url=fal.url))
+    """
+
+    def __init__(
+        self,
+        key: str | None = None,
+        models: Mapping[str, FakeModel] | None = None,
+        concurrency: int = 4,
+        latency: float | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if concurrency < 1:
+            msg = f"concurrency must be >= 1, got {concurrency}"
+            raise ValueError(msg)
+        self._key = key if key is not None else f"{secrets.token_hex(8)}:{secrets.token_hex(16)}"
+        self._host = host
+        self._port = port
+        self._url = ""
+        self._faults = FaultQueue()
+        self._api = FalApi(
+            key=self._key,
+            models=dict(models) if models is not None else default_models(),
+            concurrency=concurrency,
+            latency=latency,
+            base_url=lambda: self._url,
+        )
+        self._server: FakeFalServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lifecycle = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = f"url={self._url!r}" if self._server is not None else "stopped"
+        return f"<FakeFal {state} models={len(self._api.models)} key=***>"
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> FakeFal:
+        """Bind and serve in a background thread (no-op when already started).
+
+        Returns:
+            self, for chaining.
+
+        Raises:
+            OSError: when the address cannot be bound.
+        """
+        with self._lifecycle:
+            if self._server is not None:
+                return self
+            server = FakeFalServer((self._host, self._port), self._api, self._faults)
+            host, port = server.server_address[:2]
+            self._url = f"http://{host!s}:{port}"
+            self._server = server
+            self._thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fakefal-accept", daemon=True
+            )
+            self._thread.start()
+            return self
+
+    def stop(self) -> None:
+        """Stop serving, close every connection and join every thread the server started.
+
+        Open status streams end, stalled faults give up, queued jobs stay as they are.
+        """
+        with self._lifecycle:
+            server, thread = self._server, self._thread
+            self._server = self._thread = None
+            if server is None:
+                return
+            server.shutdown()
+            server.server_close()
+            self._api.board.close()
+            server.close_all()
+            if thread is not None:
+                thread.join()
+
+    def __enter__(self) -> FakeFal:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- identity -------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``"http://127.0.0.1:54321"``.
+
+        Returns:
+            The URL.
+
+        Raises:
+            RuntimeError: before ``start()``.
+        """
+        if not self._url:
+            msg = "FakeFal is not started; use `with FakeFal() as fal:` or call start()"
+            raise RuntimeError(msg)
+        return self._url
+
+    @property
+    def key(self) -> str:
+        """The API key the emulator accepts (send ``Authorization: Key <key>``).
+
+        Returns:
+            The key.
+        """
+        return self._key
+
+    @property
+    def models(self) -> dict[str, FakeModel]:
+        """The models served.
+
+        Returns:
+            endpoint id -> FakeModel (a copy).
+        """
+        return dict(self._api.models)
+
+    # -- scripting ------------------------------------------------------------
+
+    def inject(self, route: str, fault: Fault, times: int = 1, model: str | None = None) -> None:
+        """Make the next ``times`` requests to ``route`` misbehave; faults are consumed FIFO.
+
+        Args:
+            route: ``submit``, ``status``, ``stream``, ``result``, ``cancel``, ``upload``,
+                ``pricing`` or ``file``.
+            fault: what to do (see ``Fault``).
+            times: how many requests it applies to.
+            model: only requests about this endpoint id.
+
+        Raises:
+            ValueError: for an unknown route or ``times < 1``.
+        """
+        self._faults.add(route, fault, times, model)
+
+    def clear_faults(self) -> None:
+        """Forget every fault not consumed yet."""
+        self._faults.clear()
+
+    def fail_next_jobs(self, n: int, failure: JobFailure, model: str | None = None) -> None:
+        """Make the next ``n`` accepted jobs complete with ``failure`` instead of an output.
+
+        Args:
+            n: how many jobs.
+            failure: the error.
+            model: only jobs of this endpoint id.
+
+        Raises:
+            ValueError: when ``n < 1``.
+        """
+        if n < 1:
+            msg = f"n must be >= 1, got {n}"
+            raise ValueError(msg)
+        self._api.fail_next_jobs(n, failure, model)
+
+    def set_price(self, model_id: str, price: Decimal) -> None:
+        """Change a model's unit price (pricing API answers and jobs completing from now on).
+
+        Args:
+            model_id: a served endpoint id.
+            price: USD per unit.
+
+        Raises:
+            KeyError: for a model the emulator does not serve.
+        """
+        self._api.set_price(model_id, price)
+
+    def set_latency(self, seconds: float, model: str | None = None) -> None:
+        """Change the simulated run time of jobs submitted from now on.
+
+        Args:
+            seconds: run time once IN_PROGRESS.
+            model: one endpoint id, or None for every model.
+        """
+        self._api.set_latency(seconds, model)
+
+    # -- observations ---------------------------------------------------------
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Requests received per route, faulted ones included.
+
+        Returns:
+            route -> count, for every route name.
+        """
+        return self._api.counters.counts()
+
+    @property
+    def submissions(self) -> int:
+        """Jobs accepted (submits that created a job).
+
+        Returns:
+            The count since the last ``reset_counters()``.
+        """
+        with self._api.board.cond:
+            return self._api.board.accepted
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs accepted and not yet completed or cancelled, now.
+
+        Returns:
+            The count.
+        """
+        return self._api.board.in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """Most jobs in flight at once since start or the last ``reset_counters()``.
+
+        Returns:
+            The high-water mark.
+        """
+        with self._api.board.cond:
+            return self._api.board.max_in_flight
+
+    @property
+    def submit_times(self) -> list[float]:
+        """``time.monotonic()`` at which each submit request arrived (faulted ones included).
+
+        Returns:
+            A list in arrival order.
+        """
+        return self._api.counters.submit_times()
+
+    @property
+    def jobs(self) -> dict[str, JobView]:
+        """Every job ever accepted.
+
+        Returns:
+            request_id -> read-only JobView, in submission order.
+        """
+        return self._api.board.views()
+
+    @property
+    def billing(self) -> list[BillingRecord]:
+        """What the account was charged: one record per successfully completed job.
+
+        Returns:
+            Records in completion order.
+        """
+        board = self._api.board
+        with board.cond:
+            board.advance_locked(self._api.clock())
+            return list(self._api.billing)
+
+    @property
+    def billed_total(self) -> Decimal:
+        """Sum of every billing record's cost.
+
+        Returns:
+            USD, exact.
+        """
+        return sum((record.cost for record in self.billing), Decimal(0))
+
+    def reset_counters(self) -> None:
+        """Zero the request counters, submissions and submit times; restart ``max_in_flight``.
+
+        Jobs and billing are kept.
+        """
+        self._api.counters.reset()
+        self._api.board.reset_stats()

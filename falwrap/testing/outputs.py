@@ -1,0 +1,212 @@
+"""Model outputs shaped like fal's flux and kling endpoints, and the files they point to."""
+
+from __future__ import annotations
+
+import functools
+import random
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from falwrap.testing.media import MAX_SIDE, jpeg_bytes, png_bytes, sample_mp4
+from falwrap.testing.models import FakeModel
+
+__all__ = ["IMAGE_SIZE_PRESETS", "FileStore", "build_output", "resolve_image_size"]
+
+#: flux's ``image_size`` presets (FAL_PROTOCOL.md, "Outputs and inputs").
+IMAGE_SIZE_PRESETS: Mapping[str, tuple[int, int]] = {
+    "square_hd": (1024, 1024),
+    "square": (512, 512),
+    "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024),
+    "landscape_4_3": (1024, 768),
+    "landscape_16_9": (1024, 576),
+}
+DEFAULT_IMAGE_SIZE = "landscape_4_3"
+
+#: flux-pro v1.1 ultra takes ``aspect_ratio`` instead and renders about 4 megapixels.
+ULTRA_ASPECT_RATIOS: Mapping[str, tuple[int, int]] = {
+    "21:9": (3136, 1344),
+    "16:9": (2752, 1536),
+    "4:3": (2368, 1792),
+    "3:2": (2496, 1664),
+    "1:1": (2048, 2048),
+    "2:3": (1664, 2496),
+    "3:4": (1792, 2368),
+    "9:16": (1536, 2752),
+    "9:21": (1344, 3136),
+}
+
+_CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg"}
+
+FileSource = Callable[[], bytes]
+
+
+@attrs.frozen
+class StoredFile:
+    """One file the emulator serves under ``/files/<name>``.
+
+    Args:
+        content_type: the ``Content-Type`` to answer with.
+        source: returns the bytes (generated lazily and cached by size).
+    """
+
+    content_type: str
+    source: FileSource
+
+
+@attrs.define
+class FileStore:
+    """Files served under ``/files/<name>``: generated outputs and uploads. Thread-safe."""
+
+    _files: dict[str, StoredFile] = attrs.field(factory=dict, init=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+
+    def put(self, name: str, content_type: str, source: FileSource | bytes) -> None:
+        """Store (or replace) a file.
+
+        Args:
+            name: the path segment after ``/files/``.
+            content_type: its media type.
+            source: the bytes, or a callable producing them on first download.
+        """
+        if isinstance(source, bytes):
+            data = source
+
+            def source() -> bytes:
+                return data
+
+        with self._lock:
+            self._files[name] = StoredFile(content_type, source)
+
+    def get(self, name: str) -> tuple[str, bytes] | None:
+        """Look a file up.
+
+        Args:
+            name: the path segment after ``/files/``.
+
+        Returns:
+            ``(content_type, data)``, or None when there is no such file.
+        """
+        with self._lock:
+            stored = self._files.get(name)
+        return None if stored is None else (stored.content_type, stored.source())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._files)
+
+
+def resolve_image_size(value: Any) -> tuple[int, int]:
+    """Width and height for flux's ``image_size`` argument.
+
+    Args:
+        value: a preset name, a ``{"width", "height"}`` mapping, or None for the default.
+
+    Returns:
+        ``(width, height)``, clamped to 1..14142.
+
+    Raises:
+        ValueError: for an unknown preset or a malformed mapping.
+    """
+    if value is None:
+        value = DEFAULT_IMAGE_SIZE
+    if isinstance(value, str):
+        if value not in IMAGE_SIZE_PRESETS:
+            msg = f"unknown image_size preset {value!r}"
+            raise ValueError(msg)
+        return IMAGE_SIZE_PRESETS[value]
+    if isinstance(value, Mapping):
+        try:
+            width, height = int(value["width"]), int(value["height"])
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = f"image_size must have integer width and height, got {value!r}"
+            raise ValueError(msg) from exc
+        return (min(MAX_SIDE, max(1, width)), min(MAX_SIDE, max(1, height)))
+    msg = f"image_size must be a preset name or {{width, height}}, got {value!r}"
+    raise ValueError(msg)
+
+
+def _image_output(
+    model: FakeModel, arguments: Mapping[str, Any], request_id: str, base_url: str, files: FileStore, inference_s: float
+) -> dict[str, Any]:
+    if model.id.endswith("ultra") and "image_size" not in arguments:
+        width, height = ULTRA_ASPECT_RATIOS.get(str(arguments.get("aspect_ratio", "16:9")), ULTRA_ASPECT_RATIOS["16:9"])
+    else:
+        width, height = resolve_image_size(arguments.get("image_size"))
+    fmt = "png" if arguments.get("output_format") == "png" else "jpeg"
+    count = max(1, int(arguments.get("num_images", 1)))
+    render = png_bytes if fmt == "png" else jpeg_bytes
+    images = []
+    for index in range(count):
+        name = f"{request_id}-{index}.{'png' if fmt == 'png' else 'jpg'}"
+        files.put(name, _CONTENT_TYPES[fmt], functools.partial(render, width, height))
+        images.append(
+            {"url": f"{base_url}/files/{name}", "width": width, "height": height, "content_type": _CONTENT_TYPES[fmt]}
+        )
+    seed = arguments.get("seed")
+    return {
+        "images": images,
+        "timings": {"inference": round(inference_s, 4)},
+        "seed": int(seed) if seed is not None else random.randrange(2**32),
+        "has_nsfw_concepts": [False] * count,
+        "prompt": str(arguments.get("prompt", "")),
+    }
+
+
+def _video_output(request_id: str, base_url: str, files: FileStore) -> dict[str, Any]:
+    name = f"{request_id}.mp4"
+    files.put(name, "video/mp4", sample_mp4)
+    return {
+        "video": {
+            "url": f"{base_url}/files/{name}",
+            "content_type": "video/mp4",
+            "file_name": "output.mp4",
+            "file_size": len(sample_mp4()),
+        }
+    }
+
+
+def build_output(
+    model: FakeModel,
+    arguments: Mapping[str, Any],
+    request_id: str,
+    base_url: str,
+    files: FileStore,
+    inference_s: float,
+) -> dict[str, Any]:
+    """The output JSON of a successful job, registering its files in ``files``.
+
+    Args:
+        model: the model that ran.
+        arguments: the job's input.
+        request_id: the job's id (names the files).
+        base_url: the emulator's URL, for file URLs.
+        files: where output files are registered.
+        inference_s: simulated run time, reported in ``timings``.
+
+    Returns:
+        A flux-shaped output for image models, a kling-shaped one for video models.
+
+    Raises:
+        ValueError: when image arguments cannot be interpreted.
+    """
+    if model.kind == "video":
+        return _video_output(request_id, base_url, files)
+    return _image_output(model, arguments, request_id, base_url, files, inference_s)
+
+
+def new_file_name(file_name: str | None) -> str:
+    """A unique name under ``/files/`` that keeps the uploaded file's base name.
+
+    Args:
+        file_name: the name the client gave, if any.
+
+    Returns:
+        ``<hex>/<name>``-style unique name without slashes.
+    """
+    base = (file_name or "upload.bin").replace("/", "_").replace("\\", "_") or "upload.bin"
+    return f"{uuid.uuid4().hex}-{base}"
