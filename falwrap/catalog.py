@@ -711,7 +711,9 @@ class TaskRequirements:
             may cost, in USD: a Decimal, or an int, float or string converted
             exactly (``0.01`` is one cent). ``None``: no cap.
         quality: ``draft`` (any model), ``production`` (medium or better) or
-            ``premium`` (high or better).
+            ``premium`` (high or better): a tier, and selection prefers models
+            of that tier to dearer ones above it. ``None``: no tier, the best
+            model the budget buys.
         urgency: ``low``, ``normal`` or ``high``; ``high`` picks the fastest model.
         with_image: The caller supplies an input image: only models that take
             one qualify. Without one, models that require an image are excluded.
@@ -722,8 +724,8 @@ class TaskRequirements:
 
     kind: Kind = attrs.field(converter=_lowered, validator=_one_of(KINDS, "kind"))
     budget: Decimal | None = attrs.field(default=None, converter=_budget)
-    quality: QualityTier = attrs.field(
-        default="production", converter=_lowered, validator=_one_of(QUALITY_TIERS, "quality")
+    quality: QualityTier | None = attrs.field(
+        default="production", converter=_lowered, validator=attrs.validators.optional(_one_of(QUALITY_TIERS, "quality"))
     )
     urgency: Urgency = attrs.field(default="normal", converter=_lowered, validator=_one_of(URGENCIES, "urgency"))
     with_image: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
@@ -761,10 +763,11 @@ def select_model(
        money, at fal's prices, for one image at the requested size (default
        1 MP) or one video at the requested duration (default 5 s).
     4. Quality floor: draft -> low, production -> medium, premium -> high.
-    5. Order: high urgency takes the fastest (then quality, then price);
-       otherwise quality, then price: the tier asked for beats a tier above it
+    5. Order: high urgency takes the fastest, then as below. Otherwise quality,
+       then price: with a tier, the tier asked for beats a dearer tier above it
        (a draft does not buy the $0.06 ultra model), then the cheapest, then the
-       fastest.
+       fastest; with ``quality=None`` the best quality wins, so a budget alone
+       buys the best model it can pay for.
 
     One output at the built-in prices and default arguments::
 
@@ -792,7 +795,8 @@ def select_model(
         NoModelError: nothing fits; ``reasons`` maps every candidate to why it was excluded.
     """
     models = MODEL_CATALOG if catalog is None else catalog
-    floor = _rank(TIER_FLOOR[requirements.quality])
+    tier = requirements.quality
+    floor = 0 if tier is None else _rank(TIER_FLOOR[tier])
     reasons: dict[str, str] = {}
     fits: list[tuple[ModelInfo, Decimal]] = []
     for model_id, model in models.items():
@@ -805,11 +809,8 @@ def select_model(
         if not requirements.with_image and model.requires_image:
             reasons[model_id] = f"needs an input image ({model.image_input})"
             continue
-        if _rank(model.quality) < floor:
-            reasons[model_id] = (
-                f"quality {model.quality} is below {TIER_FLOOR[requirements.quality]} "
-                f"(needed for {requirements.quality})"
-            )
+        if tier is not None and _rank(model.quality) < floor:
+            reasons[model_id] = f"quality {model.quality} is below {TIER_FLOOR[tier]} (needed for {tier})"
             continue
         too_big = _too_big(model, arguments)
         if too_big:
@@ -829,14 +830,15 @@ def select_model(
         lines = "; ".join(f"{m}: {why}" for m, why in reasons.items()) or "the catalog is empty"
         budget = "no budget cap" if requirements.budget is None else f"budget ${requirements.budget:f} per output"
         msg = (
-            f"No {requirements.kind} model fits quality={requirements.quality}, {budget}, "
+            f"No {requirements.kind} model fits quality={tier or 'any'}, {budget}, "
             f"urgency={requirements.urgency}. {lines}. Raise the budget, lower the quality, or pass model=."
         )
         raise NoModelError(msg, reasons=reasons)
 
     def key(item: tuple[ModelInfo, Decimal]) -> tuple[Any, ...]:
         model, cost = item
-        above_floor = _rank(model.quality) - floor
+        # With a tier, distance above its floor (0 is best); without one, higher quality is better.
+        above_floor = _rank(model.quality) - floor if tier is not None else -_rank(model.quality)
         if requirements.urgency == "high":
             return (model.avg_latency_s, above_floor, cost, model.id)
         return (above_floor, cost, model.avg_latency_s, model.id)

@@ -341,6 +341,16 @@ def test_selection_prefers_the_requested_tier_then_price() -> None:
     assert select_model(TaskRequirements("image", quality="draft"), only_ultra).id == ULTRA.id
 
 
+def test_without_a_tier_the_budget_buys_the_best_model_it_can() -> None:
+    """quality=None ranks by quality first: the budget alone decides how good the image is."""
+    assert select_model(TaskRequirements("image", budget="0.01", quality=None)).id == "fal-ai/flux/schnell"
+    assert select_model(TaskRequirements("image", budget="0.03", quality=None)).id == "fal-ai/flux/dev"
+    assert select_model(TaskRequirements("image", budget="0.05", quality=None)).id == "fal-ai/flux-pro/v1.1"
+    assert select_model(TaskRequirements("image", quality=None)).id == "fal-ai/flux-pro/v1.1-ultra"
+    with pytest.raises(NoModelError, match="quality=any"):
+        select_model(TaskRequirements("image", budget="0.001", quality=None))
+
+
 def test_budget_is_compared_with_the_cost_at_the_requested_size_and_duration() -> None:
     """A budget that fits a 5 s clip excludes the 10 s one; a 4 MP image costs 4 megapixels."""
     req = TaskRequirements("video", budget="0.3")
