@@ -1,0 +1,260 @@
+"""Glue shared by the Django and Flask integrations: settings, worker detection, stats text.
+
+Framework settings use the environment variables' names (``FAL_KEY``,
+``FAL_REQUESTS_PER_MINUTE``, ``FALWRAP_REDIS_URL``, ...; see ``.env.example``).
+A value set in the framework wins; the environment, then the ``.env`` file,
+fill in what it leaves unset.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from falwrap.config import FalConfig, _config_from_values, _merged_environment
+from falwrap.errors import ConfigurationError
+
+__all__ = [
+    "KNOWN_NAMES",
+    "config_from_settings",
+    "has_api_key",
+    "likely_workers",
+    "merged_values",
+    "stats_report",
+    "unknown_names",
+]
+
+#: Every name a framework setting may use: the variables of ``.env.example``
+#: plus the integration's own (``FALWRAP_WORKERS``, ``FALWRAP_ENV_FILE``).
+KNOWN_NAMES = frozenset(
+    {
+        "FAL_KEY",
+        "FAL_API_KEY",
+        "FAL_KEY_ID",
+        "FAL_KEY_SECRET",
+        "FAL_BASE_URL",
+        "FAL_TIMEOUT_IMAGE",
+        "FAL_TIMEOUT_UPSCALE",
+        "FAL_TIMEOUT_VIDEO_SHORT",
+        "FAL_TIMEOUT_VIDEO",
+        "FAL_TIMEOUT_VIDEO_LONG",
+        "FAL_TIMEOUT_MODEL_LIST",
+        "FAL_TIMEOUT_QUEUE_STATUS",
+        "FAL_MAX_RETRIES",
+        "FAL_RETRY_DELAY",
+        "FAL_RETRY_MAX_DELAY",
+        "FAL_REQUESTS_PER_MINUTE",
+        "FAL_RATE_BURST",
+        "FAL_MAX_CONCURRENT",
+        "FAL_DAILY_BUDGET_USD",
+        "FALWRAP_LIVE_PRICING",
+        "FALWRAP_REDIS_URL",
+        "FALWRAP_POLL_INTERVAL",
+        "FALWRAP_WORKERS",
+        "FALWRAP_ENV_FILE",
+    }
+)
+
+_KEY_NAMES = ("FAL_KEY", "FAL_API_KEY")
+
+
+def _as_text(value: Any) -> str:
+    """One setting as the string the environment would hold (``True`` -> ``"true"``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, Decimal, str)):
+        return str(value)
+    if isinstance(value, os.PathLike):
+        return str(os.fspath(value))
+    msg = f"{type(value).__name__} {value!r} is not valid: expected a string or a number."
+    raise ConfigurationError(msg)
+
+
+def merged_values(
+    settings: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str] | None = None,
+    env_file: str | os.PathLike[str] | None = ".env",
+) -> dict[str, str]:
+    """The settings as strings, with the environment and the ``.env`` file as fallback.
+
+    ``None`` or an empty string in ``settings`` means "not set here".
+
+    Args:
+        settings: Framework settings keyed by the environment variables' names.
+        environ: The environment (default ``os.environ``).
+        env_file: A dotenv file read beneath the environment, or ``None``.
+
+    Returns:
+        Name -> value, framework settings winning.
+
+    Raises:
+        ConfigurationError: a setting is neither a string nor a number; the
+            message names the setting (never its value when it is a key).
+    """
+    values = _merged_environment(env_file, os.environ if environ is None else environ)
+    for name, value in settings.items():
+        if value is None:
+            continue
+        try:
+            text = _as_text(value).strip()
+        except ConfigurationError:
+            msg = f"{name} must be a string or a number, got {type(value).__name__}."
+            raise ConfigurationError(msg, variable=name) from None
+        if text:
+            values[name] = text
+    return values
+
+
+def config_from_settings(
+    settings: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str] | None = None,
+    env_file: str | os.PathLike[str] | None = ".env",
+) -> FalConfig:
+    """Build a :class:`~falwrap.FalConfig` from framework settings over the environment.
+
+    Args:
+        settings: Framework settings keyed by the environment variables' names.
+        environ: The environment (default ``os.environ``).
+        env_file: A dotenv file read beneath the environment, or ``None``.
+
+    Returns:
+        The validated config (it may lack a key: the client refuses that later).
+
+    Raises:
+        ConfigurationError: a value is invalid; the message names it and what is expected.
+    """
+    return _config_from_values(merged_values(settings, environ=environ, env_file=env_file))
+
+
+def has_api_key(values: Mapping[str, str]) -> bool:
+    """Whether the merged values hold a fal key in any of its accepted forms.
+
+    Args:
+        values: From :func:`merged_values`.
+
+    Returns:
+        ``True`` for ``FAL_KEY``, ``FAL_API_KEY``, or both ``FAL_KEY_ID`` and ``FAL_KEY_SECRET``.
+    """
+    if any(values.get(name) for name in _KEY_NAMES):
+        return True
+    return bool(values.get("FAL_KEY_ID") and values.get("FAL_KEY_SECRET"))
+
+
+def unknown_names(settings: Mapping[str, Any]) -> list[str]:
+    """Setting names falwrap does not know (usually typos), sorted.
+
+    Args:
+        settings: Framework settings keyed by the environment variables' names.
+
+    Returns:
+        The unknown names.
+    """
+    return sorted(name for name in settings if name not in KNOWN_NAMES)
+
+
+_WORKERS_FLAG = re.compile(r"^(?:-w|--workers)(?:=?(\d+))?$")
+
+
+def _workers_in_args(args: Sequence[str]) -> int | None:
+    """The worker count in gunicorn-style arguments (``-w 4``, ``-w4``, ``--workers=4``)."""
+    found: int | None = None
+    for i, arg in enumerate(args):
+        match = _WORKERS_FLAG.match(arg)
+        if match is None:
+            continue
+        raw = match.group(1) or (args[i + 1] if i + 1 < len(args) else "")
+        if raw.isdigit():
+            found = int(raw)
+    return found
+
+
+def likely_workers(
+    values: Mapping[str, str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    argv: Sequence[str] | None = None,
+) -> int:
+    """How many server processes probably share this app's fal key: a guess for warnings.
+
+    Looks at, first hit wins: ``FALWRAP_WORKERS`` (the explicit hint), gunicorn's
+    ``-w``/``--workers`` in ``GUNICORN_CMD_ARGS`` or on the command line of a
+    running gunicorn, then ``WEB_CONCURRENCY`` (read by gunicorn, uvicorn and
+    most hosting platforms).
+
+    Args:
+        values: Merged settings (for ``FALWRAP_WORKERS``).
+        environ: The environment (default ``os.environ``).
+        argv: The command line (default ``sys.argv``).
+
+    Returns:
+        The count, at least 1.
+    """
+    env = os.environ if environ is None else environ
+    args = sys.argv if argv is None else argv
+    hint = (values or {}).get("FALWRAP_WORKERS") or env.get("FALWRAP_WORKERS")
+    if hint and hint.strip().isdigit():
+        return max(1, int(hint))
+    candidates: list[int | None] = []
+    try:
+        candidates.append(_workers_in_args(shlex.split(env.get("GUNICORN_CMD_ARGS", ""))))
+    except ValueError:  # unbalanced quotes: gunicorn would refuse it too
+        candidates.append(None)
+    if args and os.path.basename(args[0]).startswith("gunicorn"):
+        candidates.append(_workers_in_args(args[1:]))
+    concurrency = env.get("WEB_CONCURRENCY", "").strip()
+    candidates.append(int(concurrency) if concurrency.isdigit() else None)
+    for count in candidates:
+        if count is not None:
+            return max(1, count)
+    return 1
+
+
+def _money(value: Any) -> str:
+    return f"${value}" if value is not None else "none"
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.0f}"
+
+
+def stats_report(stats: Mapping[str, Any], *, daily_cost: Decimal, budget: Decimal | None, shared: bool) -> str:
+    """The ledger's stats as a short plain-text table for the CLI commands.
+
+    Args:
+        stats: From ``client.stats()``.
+        daily_cost: Today's spend (UTC).
+        budget: The daily budget, if any.
+        shared: Whether the ledger is shared through Redis (else: this process only).
+
+    Returns:
+        Lines of text, no trailing newline. Never contains the API key.
+    """
+    scope = "all processes sharing FALWRAP_REDIS_URL" if shared else "this process only (no FALWRAP_REDIS_URL)"
+    rate = stats.get("success_rate")
+    lines = [
+        f"falwrap ledger: {scope}",
+        f"  spent today (UTC):  {_money(daily_cost)}   daily budget: {_money(budget)}",
+        f"  calls:              {stats.get('total_calls', 0)} "
+        f"({stats.get('successes', 0)} ok, {stats.get('failures', 0)} failed"
+        + (f", {float(rate):.1%} success)" if rate is not None else ")"),
+        f"  total cost:         {_money(stats.get('total_cost_usd'))}",
+        f"  duration ms:        avg {_ms(stats.get('avg_duration_ms'))}  p50 {_ms(stats.get('p50_duration_ms'))}"
+        f"  p95 {_ms(stats.get('p95_duration_ms'))}",
+    ]
+    by_model = stats.get("by_model") or {}
+    if by_model:
+        lines.append("  by model:")
+        width = max(len(str(m)) for m in by_model)
+        for model, row in sorted(by_model.items()):
+            lines.append(
+                f"    {model:<{width}}  calls {row.get('total_calls', 0):>5}  "
+                f"cost {_money(row.get('total_cost_usd'))}"
+            )
+    return "\n".join(lines)
