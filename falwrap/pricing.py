@@ -240,13 +240,20 @@ class PriceBook:
                 for model_id in mine:
                     self._flights[model_id] = flight
                     waits[model_id] = flight
+        worker: threading.Thread | None = None
         if mine:
-            threading.Thread(target=self._run, args=(flight,), name="falwrap-pricing", daemon=True).start()
+            # The fetch runs in its own thread so that no caller waits past the deadline,
+            # even when a server trickles its answer slower than requests' per-read timeout.
+            worker = threading.Thread(target=self._run, args=(flight,), name="falwrap-pricing", daemon=True)
+            worker.start()
 
         late: dict[int, tuple[_Flight, list[str]]] = {}
         for model_id, waited in waits.items():
             if not waited.done.wait(max(0.0, deadline - time.monotonic())):
                 late.setdefault(id(waited), (waited, []))[1].append(model_id)
+        if worker is not None and flight.done.is_set():
+            # It has finished its work; reaping it keeps a call from leaving a thread behind.
+            worker.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             for model_id in waits:
                 price = self._fresh.get(model_id) or self._failed.get(model_id)

@@ -213,6 +213,15 @@ def test_thirty_two_concurrent_callers_during_an_outage_cause_one_call_and_one_w
     assert len(warning_lines(warnings)) == 1
 
 
+def test_no_pricing_thread_outlives_a_call(api: responses.RequestsMock, book: PriceBook) -> None:
+    """The worker thread that fetched a price has ended by the time price() returns."""
+    api.get(URL, json=page(entry(DEV, 0.02, "megapixels")))
+    for _ in range(20):
+        book.clear()
+        assert book.price(DEV).live
+        assert not [t for t in threading.enumerate() if t.name == "falwrap-pricing"]
+
+
 def test_a_price_is_fetched_once_per_ttl(api: responses.RequestsMock, book: PriceBook, clock: FakeClock) -> None:
     """Within the TTL the cache answers; after it, fal is asked again and the new price is used."""
     api.get(URL, json=page(entry(DEV, 0.02, "megapixels")))
@@ -333,6 +342,9 @@ def test_a_hung_api_never_blocks_longer_than_the_timeout(
         while not prices.price(DEV).live and time.monotonic() < deadline:
             time.sleep(0.01)
         assert prices.price(DEV).unit_price_usd == Decimal("0.02")
+    for thread in threading.enumerate():
+        if thread.name == "falwrap-pricing":
+            thread.join(5)  # the late fetch's thread, so that it does not outlive this test
     assert len(api.calls) == 1
     assert len(warning_lines(warnings)) == 1
 
