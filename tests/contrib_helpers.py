@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import socket
@@ -48,12 +49,14 @@ def free_port() -> int:
         return port
 
 
-def http_json(method: str, url: str, body: Mapping[str, Any] | None = None, timeout: float = 30) -> tuple[int, dict[str, Any], dict[str, str]]:
+def http_json(
+    method: str, url: str, body: Mapping[str, Any] | None = None, timeout: float = 30
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     """One HTTP exchange with a local server: status, JSON body, headers (errors included)."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - 127.0.0.1 only
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"{}"), dict(response.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}"), dict(exc.headers)
@@ -62,7 +65,7 @@ def http_json(method: str, url: str, body: Mapping[str, Any] | None = None, time
 def gaps(times: list[float]) -> list[float]:
     """Differences between consecutive sorted times."""
     ordered = sorted(times)
-    return [b - a for a, b in zip(ordered, ordered[1:])]
+    return [b - a for a, b in itertools.pairwise(ordered)]
 
 
 @contextlib.contextmanager
@@ -76,7 +79,7 @@ def gunicorn(app: str, chdir: Path, env: Mapping[str, str], *, workers: int, thr
         "--workers", str(workers), "--threads", str(threads),
         "--chdir", str(chdir), "--timeout", "60", "--graceful-timeout", "2", "--log-level", "warning",
     ]  # fmt: skip
-    proc = subprocess.Popen(  # noqa: S603 - fixed argv, loopback only
+    proc = subprocess.Popen(
         command,
         env={**base_env, "PYTHONPATH": str(ROOT), **env},
         stdout=subprocess.PIPE,

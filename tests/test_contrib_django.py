@@ -16,29 +16,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import contrib_django_setup  # noqa: F401  (configures Django before the imports below)
 import pytest
-
-pytest.importorskip("django")
-
-import django
-from django.conf import settings as django_settings
-
-from tests.contrib_helpers import add_example_paths, clear_ambient
-
-add_example_paths()
-
-if not django_settings.configured:
-    import demo_django.settings as demo_settings
-
-    django_settings.configure(**{name: getattr(demo_settings, name) for name in dir(demo_settings) if name.isupper()})
-    django.setup()
-
+from contrib_helpers import clear_ambient
 from django.core import checks
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 
-from falwrap import FalClient
+from falwrap import ConfigurationError, FalClient
 from falwrap.catalog import MODEL_CATALOG, estimate_cost
 from falwrap.contrib import django as fw_django
 from falwrap.testing import FakeFal, JobFailure
@@ -130,7 +116,7 @@ def test_setting_changed_drops_the_client_and_the_next_one_uses_new_settings(con
 def test_missing_key_makes_get_client_raise_naming_fal_key(configured: Any) -> None:
     """Without a key anywhere get_client() raises ConfigurationError naming FAL_KEY."""
     configured.FALWRAP = {}
-    with pytest.raises(fw_django.ConfigurationError, match="FAL_KEY"):
+    with pytest.raises(ConfigurationError, match="FAL_KEY"):
         fw_django.get_client()
 
 
