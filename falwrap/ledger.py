@@ -84,6 +84,12 @@ def quantize_usd(value: Decimal | int, *, name: str = "amount") -> Decimal:
         TypeError: ``value`` is a float (it cannot hold money exactly) or not a number.
         ValueError: ``value`` is negative, NaN or infinite.
     """
+    if type(value) is Decimal and value.is_finite() and value >= 0:
+        # The common case (a valid Decimal) skips the copy and the checks below.
+        try:
+            return value.quantize(MICRO_DOLLAR, rounding=ROUND_HALF_EVEN)
+        except InvalidOperation:
+            pass  # too large: reported below
     if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
         msg = f"{name} must be a Decimal (or int) number of dollars, got {type(value).__name__} {value!r}"
         raise TypeError(msg)
@@ -133,6 +139,8 @@ def utc_day(moment: datetime | date) -> date:
 
 def _to_utc(value: datetime) -> datetime:
     # Normalise aware datetimes so every record's day is its UTC day; the validator rejects the rest.
+    if isinstance(value, datetime) and value.tzinfo is timezone.utc:
+        return value
     if isinstance(value, datetime) and value.utcoffset() is not None:
         return value.astimezone(timezone.utc)
     return value
@@ -160,9 +168,13 @@ def _check_duration(_inst: object, _attr: attrs.Attribute[float], value: float) 
         raise ValueError(msg)
 
 
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+
+
 def _freeze(value: Mapping[str, Any]) -> Mapping[str, Any]:
     # A private copy behind a read-only view: a frozen record must not change under the ledger.
-    return MappingProxyType(dict(value))
+    # Most records have none; sharing one empty view keeps 10,000 retained records small.
+    return MappingProxyType(dict(value)) if value else _NO_METADATA
 
 
 _optional_str = attrs.validators.optional(attrs.validators.instance_of(str))
