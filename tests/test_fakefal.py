@@ -733,3 +733,14 @@ def test_url_before_start_raises() -> None:
     """Reading url before start() raises a RuntimeError that says how to start it."""
     with pytest.raises(RuntimeError, match="not started"):
         _ = FakeFal().url
+
+
+def test_restart_after_stop_serves_again() -> None:
+    """A stopped FakeFal can start again (on a new port) and keeps its jobs and billing."""
+    fal = FakeFal(latency=0.01)
+    with fal:
+        wait_completed(raw(fal), submit(raw(fal)))
+    with fal:
+        events, _, _ = read_events(fal, submit(raw(fal)))
+        assert events[-1]["status"] == "COMPLETED"
+        assert len(fal.billing) == 2

@@ -36,7 +36,7 @@ class RequestCounters:
         """A snapshot of the per-route counts.
 
         Returns:
-            Every route in ``ROUTES`` (zero when none arrived) plus ``"unknown"`` when seen.
+            Every route in ``ROUTES``, zero when none arrived (requests fal would 404 are not counted).
         """
         with self._lock:
             snapshot = dict.fromkeys(ROUTES, 0)

@@ -92,6 +92,7 @@ class FakeFal:
             if self._server is not None:
                 return self
             server = FakeFalServer((self._host, self._port), self._api, self._faults)
+            self._api.board.reopen()
             host, port = server.server_address[:2]
             self._url = f"http://{host!s}:{port}"
             self._server = server

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json as _json
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, Literal
 
@@ -265,12 +265,13 @@ class FaultQueue:
         with self._lock:
             self._entries.setdefault(route, []).append(_Entry(fault, times, model))
 
-    def take(self, route: str, model: str | None) -> Fault | None:
+    def take(self, route: str, model_of: Callable[[], str | None]) -> Fault | None:
         """Consume the first queued fault that applies to this request.
 
         Args:
             route: the request's route.
-            model: the endpoint id the request is about, when known.
+            model_of: returns the endpoint id the request is about, when known; only
+                called when a fault is queued for the route (it may need a job lookup).
 
         Returns:
             The fault, or None to handle the request normally.
@@ -279,6 +280,7 @@ class FaultQueue:
             entries = self._entries.get(route)
             if not entries:
                 return None
+            model = model_of() if any(entry.model is not None for entry in entries) else None
             for index, entry in enumerate(entries):
                 if entry.model is None or _same_model(entry.model, model):
                     entry.remaining -= 1

@@ -8,6 +8,7 @@ are exact, and queued jobs start the instant a slot frees up.
 
 from __future__ import annotations
 
+import copy
 import heapq
 import itertools
 import threading
@@ -305,6 +306,11 @@ class JobBoard:
             self.closed = True
             self.cond.notify_all()
 
+    def reopen(self) -> None:
+        """Let status streams run again after ``close()`` (a restarted server)."""
+        with self.cond:
+            self.closed = False
+
 
 def view_of(job: Job) -> JobView:
     """A frozen snapshot of ``job``; the caller holds the board's lock.
@@ -319,7 +325,7 @@ def view_of(job: Job) -> JobView:
     return JobView(
         request_id=job.request_id,
         model_id=job.endpoint_id,
-        arguments=MappingProxyType(dict(job.arguments)),
+        arguments=MappingProxyType(copy.deepcopy(dict(job.arguments))),
         state=job.state,
         outcome=job.outcome,
         error_type=error.error_type if error is not None else None,

@@ -163,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
             server.api.counters.hit(route.name, received_at)
         fault = None
         if route.name != "unknown":
-            fault = server.faults.take(route.name, server.api.model_of_request(route))
+            fault = server.faults.take(route.name, lambda: server.api.model_of_request(route))
         if fault is not None and not fault.after_processing:
             if fault.kind == "stall":
                 if server.stopping.wait(fault.seconds) or fault.then == "close":
