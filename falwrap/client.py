@@ -193,7 +193,7 @@ class FalClient:
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self._settled: OrderedDict[str, None] = OrderedDict()
-        self._stream_supported = True
+        self._stream_supported = self.config.status_stream
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -571,15 +571,10 @@ class FalClient:
             found = self._model_info(default)
             assert found is not None, default
             return found
-        # Only a budget given: let it decide, so the quality floor is the lowest.
         requirements = TaskRequirements(
-            kind=kind, budget=budget_usd, quality=quality or "draft", urgency=urgency or "normal"
+            kind=kind, budget=budget_usd, quality=quality, urgency=urgency or "normal", with_image=needs_image
         )
-        catalog = self.catalog
-        if kind == "video":
-            # Animating an image needs a model that takes one, and text-to-video one that does not.
-            catalog = {k: v for k, v in catalog.items() if v.kind != "video" or bool(v.image_input) == needs_image}
-        chosen = select_model(requirements, catalog)
+        chosen = select_model(requirements, self.catalog)
         return self._model_info(chosen.id) or chosen
 
     def _model_info(self, model_id: str) -> ModelInfo | None:
@@ -833,10 +828,14 @@ class FalClient:
         request_id: str | None,
         deadline: float,
         exchange: Callable[[], _T],
+        *,
+        job_failed: bool = False,
     ) -> _T:
         """Run one exchange about an accepted job; transient failures retry the same exchange.
 
         Nothing here submits: a job that fal accepted is never submitted again.
+        With ``job_failed`` the exchange reads the error of a job that failed:
+        that answer is the outcome, not a fault to retry.
         """
         policy = RetryPolicy.from_config(self.config.retry)
         per_exchange = self.config.timeouts.queue_status
@@ -847,7 +846,9 @@ class FalClient:
             except DeadlineExceeded:
                 raise _Deadline(request_id) from None
             except ExchangeError as exc:
-                error = self._exchange_error(exc, model_id, request_id, policy.attempts)
+                error = self._exchange_error(exc, model_id, request_id, policy.attempts, job_failed=job_failed)
+                if isinstance(error, ModelError):
+                    raise error from exc
                 cause: BaseException = exc
             except (ValueError, KeyError, TypeError) as exc:
                 msg = f"fal's {phase} answer for request {request_id} could not be read ({exc!r})."
@@ -863,7 +864,9 @@ class FalClient:
             policy = policy.increment(error)
             _retry.sleep(delay)
 
-    def _fetch_result(self, handle: fal_client.SyncRequestHandle, model_id: str, deadline: float) -> _Outcome:
+    def _fetch_result(
+        self, handle: fal_client.SyncRequestHandle, model_id: str, deadline: float, *, job_failed: bool = False
+    ) -> _Outcome:
         # fal_client's handle.get() re-polls the status first and drops the response
         # headers; the result URL is fetched directly to read x-fal-billable-units.
         def exchange() -> _Outcome:
@@ -875,8 +878,9 @@ class FalClient:
                 raise TypeError(msg)
             return _Outcome(data, handle.request_id, _decimal_or_none(units))
 
-        outcome: _Outcome = self._with_follow_retries("result", model_id, handle.request_id, deadline, exchange)
-        return outcome
+        return self._with_follow_retries(
+            "result", model_id, handle.request_id, deadline, exchange, job_failed=job_failed
+        )
 
     def _job_error(
         self,
@@ -888,7 +892,7 @@ class FalClient:
     ) -> FalApiError:
         """The typed error of a job that completed with an error, read from its result."""
         try:
-            self._fetch_result(handle, model_id, deadline)
+            self._fetch_result(handle, model_id, deadline, job_failed=True)
         except ModelError as exc:
             return exc
         except FalApiError as exc:
@@ -902,11 +906,16 @@ class FalClient:
         return ModelError(msg, error_code=error_type, request_id=handle.request_id, retryable=retryable)
 
     def _exchange_error(
-        self, exc: ExchangeError, model_id: str | None, request_id: str | None, attempts: int
+        self,
+        exc: ExchangeError,
+        model_id: str | None,
+        request_id: str | None,
+        attempts: int,
+        *,
+        job_failed: bool = False,
     ) -> FalApiError:
         response = exc.response
         if response is not None:
-            job_failed = request_id is not None and exc.request.url.path.rstrip("/").endswith(request_id)
             return error_from_response(
                 response.status_code,
                 dict(response.headers),
@@ -915,6 +924,7 @@ class FalClient:
                 job_failed=job_failed,
                 model_id=model_id,
                 attempts=attempts,
+                queue_phase=request_id is not None,
             )
         what = f" calling {model_id}" if model_id else ""
         rid = f" (request {request_id})" if request_id else ""

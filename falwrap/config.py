@@ -156,9 +156,7 @@ class RateLimitConfig:
     redis_url: str | None = attrs.field(
         default=None,
         validator=_check(
-            lambda v: (
-                v is None or (isinstance(v, str) and v.startswith(("redis://", "rediss://", "unix://")))
-            ),
+            lambda v: v is None or (isinstance(v, str) and v.startswith(("redis://", "rediss://", "unix://"))),
             "a redis://, rediss:// or unix:// URL",
         ),
         repr=lambda v: "None" if v is None else "'<redis url>'",
@@ -204,15 +202,16 @@ class FalConfig:
             built-in catalog's.
         poll_interval: First interval in seconds between status polls when the
             status stream is unavailable; it backs off from there.
+        status_stream: Follow jobs on fal's server-sent status stream (one
+            request per job instead of a poll every ``poll_interval``). Turn it
+            off behind proxies that buffer streaming responses.
     """
 
     api_key: str | None = attrs.field(default=None, repr=False)
     base_url: str | None = attrs.field(
         default=None,
         converter=_normalise_base_url,
-        validator=_check(
-            lambda v: v is None or v.startswith(("http://", "https://")), "an http:// or https:// URL"
-        ),
+        validator=_check(lambda v: v is None or v.startswith(("http://", "https://")), "an http:// or https:// URL"),
     )
     timeouts: Timeouts = attrs.field(factory=Timeouts)
     retry: RetryConfig = attrs.field(factory=RetryConfig)
@@ -220,14 +219,13 @@ class FalConfig:
     daily_budget_usd: Decimal | None = attrs.field(
         default=None,
         converter=_to_decimal,
-        validator=_check(
-            lambda v: v is None or (v.is_finite() and v >= 0), "zero or a positive amount in USD"
-        ),
+        validator=_check(lambda v: v is None or (v.is_finite() and v >= 0), "zero or a positive amount in USD"),
     )
     live_pricing: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     poll_interval: float = attrs.field(
         default=0.1, validator=_check(lambda v: _finite(v) and 0 < v <= 60, "seconds between 0 and 60")
     )
+    status_stream: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
     @property
     def key_fingerprint(self) -> str:
@@ -260,9 +258,7 @@ class FalConfig:
         return _config_from_values(values)
 
 
-def _merged_environment(
-    env_file: str | os.PathLike[str] | None, environ: Mapping[str, str]
-) -> dict[str, str]:
+def _merged_environment(env_file: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> dict[str, str]:
     merged: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
         from dotenv import dotenv_values
@@ -353,22 +349,16 @@ def _config_from_values(values: Mapping[str, str]) -> FalConfig:
             timeouts[field] = seconds
 
     retry: dict[str, Any] = {}
-    if (
-        n := _parse(values, "FAL_MAX_RETRIES", _non_negative_int, "a whole number >= 0, such as 3")
-    ) is not None:
+    if (n := _parse(values, "FAL_MAX_RETRIES", _non_negative_int, "a whole number >= 0, such as 3")) is not None:
         retry["max_retries"] = n
     if (d := _parse(values, "FAL_RETRY_DELAY", _seconds_from_ms, ms.replace("60000", "1000"))) is not None:
         retry["base_delay"] = d
         retry["max_delay"] = max(d, RetryConfig().max_delay)
-    if (
-        m := _parse(values, "FAL_RETRY_MAX_DELAY", _seconds_from_ms, ms.replace("60000", "8000"))
-    ) is not None:
+    if (m := _parse(values, "FAL_RETRY_MAX_DELAY", _seconds_from_ms, ms.replace("60000", "8000"))) is not None:
         retry["max_delay"] = m
 
     rate: dict[str, Any] = {}
-    if (
-        rpm := _parse(values, "FAL_REQUESTS_PER_MINUTE", _positive_float, "a positive number, such as 60")
-    ) is not None:
+    if (rpm := _parse(values, "FAL_REQUESTS_PER_MINUTE", _positive_float, "a positive number, such as 60")) is not None:
         rate["requests_per_minute"] = rpm
     if (burst := _parse(values, "FAL_RATE_BURST", _positive_int, "a whole number >= 1")) is not None:
         rate["burst"] = burst
@@ -392,14 +382,10 @@ def _config_from_values(values: Mapping[str, str]) -> FalConfig:
             timeouts=Timeouts(**timeouts),
             retry=RetryConfig(**retry),
             rate_limit=RateLimitConfig(**rate),
-            daily_budget_usd=_parse(
-                values, "FAL_DAILY_BUDGET_USD", _money, "an amount in USD >= 0, such as 25.00"
-            ),
+            daily_budget_usd=_parse(values, "FAL_DAILY_BUDGET_USD", _money, "an amount in USD >= 0, such as 25.00"),
             live_pricing=bool(_parse(values, "FALWRAP_LIVE_PRICING", _boolean, "true or false")),
-            poll_interval=_parse(
-                values, "FALWRAP_POLL_INTERVAL", _seconds_from_ms, ms.replace("60000", "100")
-            )
-            or 0.1,
+            poll_interval=_parse(values, "FALWRAP_POLL_INTERVAL", _seconds_from_ms, ms.replace("60000", "100")) or 0.1,
+            status_stream=_parse(values, "FALWRAP_STATUS_STREAM", _boolean, "true or false") is not False,
         )
     except ConfigurationError as exc:
         # A value that parsed but broke a cross-field rule (max_delay < base_delay, ...).

@@ -349,6 +349,7 @@ def error_from_response(
     job_failed: bool = False,
     model_id: str | None = None,
     attempts: int = 1,
+    queue_phase: bool = True,
 ) -> FalApiError:
     """Turn an HTTP error answer from fal into the matching :class:`FalApiError`.
 
@@ -361,6 +362,9 @@ def error_from_response(
             COMPLETED job with an error), which makes it a :class:`ModelError`.
         model_id: The endpoint called, for the message.
         attempts: Attempts made so far.
+        queue_phase: The answer is about an accepted job, so an ``x-fal-request-id``
+            header names it. For a refused submission it names only the HTTP
+            request, not a job, and is not reported as ``request_id``.
     """
     data, text = _parse_body(body)
     detail: Any = data.get("detail") if isinstance(data, dict) else None
@@ -369,7 +373,8 @@ def error_from_response(
     if error_type is None and details:
         error_type = details[0].get("type")
     error_type = str(error_type) if error_type else None
-    request_id = request_id or _header(headers, "x-fal-request-id")
+    if queue_phase:
+        request_id = request_id or _header(headers, "x-fal-request-id")
     retry_after = parse_retry_after(_header(headers, "retry-after"))
 
     retry_header = _header(headers, "x-fal-retryable") or _header(headers, "x-fal-needs-retry")
@@ -405,7 +410,9 @@ def error_from_response(
             "fal's queue was busy; raise the timeout or try again later."
         )
         return FalTimeoutError(msg, error_code="request_timeout", **kwargs)
-    if job_failed and status_code not in {401, 403, 402, 404, 429}:
+    # A gateway's own error page (no request id, not JSON) is about the exchange, not the job.
+    ingress = status_code in {502, 503, 504} and data is None and _header(headers, "x-fal-request-id") is None
+    if job_failed and not ingress and status_code not in {401, 403, 402, 404, 429}:
         advice = ERROR_TYPE_ADVICE.get(error_type or "", "")
         if fields:
             advice = f"{'; '.join(fields)}. {advice}".strip()

@@ -71,12 +71,12 @@ def test_cli_output_hides_the_key(fal: FakeFal, tmp_path: Path) -> None:
     env = {**os.environ, "FAL_KEY": CANARY, "FAL_BASE_URL": fal.url, "FAL_REQUESTS_PER_MINUTE": "60000"}
     ok = subprocess.run(
         [sys.executable, "-m", "falwrap.cli", "image", "a cat", "--out", str(tmp_path), "--json"],
-        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
     )  # fmt: skip
     bad_env = {**env, "FAL_KEY": "canaryid-7f3a9c:canarysecret-51d2e8b4-wrong"}
     bad = subprocess.run(
         [sys.executable, "-m", "falwrap.cli", "--debug", "image", "a cat", "--out", str(tmp_path)],
-        env=bad_env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env=bad_env, capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert bad.returncode == 4, bad.stderr
