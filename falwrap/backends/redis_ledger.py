@@ -284,7 +284,9 @@ class RedisLedger:
             model: Only this model's counters (``by_model`` then holds just that model).
 
         Returns:
-            The same dict as :meth:`CostLedger.stats() <falwrap.ledger.CostLedger.stats>`.
+            The same dict as :meth:`CostLedger.stats() <falwrap.ledger.CostLedger.stats>`. Counters
+            and durations are read in two round trips, so under load the percentiles may include
+            a few calls the counters do not yet (a dashboard view, not an accounting one).
 
         Raises:
             redis.RedisError: Redis failed.
