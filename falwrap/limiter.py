@@ -80,6 +80,8 @@ def _check_timeout(timeout: float | None) -> float | None:
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or math.isnan(timeout):
         msg = f"timeout={timeout!r} is not valid: expected None or a number of seconds."
         raise TypeError(msg)
+    if math.isinf(timeout) and timeout > 0:
+        return None  # waiting forever; lock and socket timeouts reject inf
     return max(0.0, float(timeout))
 
 

@@ -7,6 +7,8 @@ import gc
 import math
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -489,3 +491,20 @@ def test_limiter_acquire_releases_the_place_when_the_rate_times_out() -> None:
         limiter.acquire(timeout=0.1)
     assert isinstance(limiter.concurrency, ConcurrencyLimit)
     assert limiter.concurrency.in_flight == 0
+
+
+def test_infinite_timeout_means_wait_as_long_as_needed() -> None:
+    """timeout=math.inf behaves as None instead of overflowing a lock's timeout."""
+    bucket = LeakyBucket(60 * 60)
+    assert bucket.acquire(timeout=math.inf) == 0.0
+    limit = ConcurrencyLimit(1)
+    with limit.acquire(timeout=math.inf):
+        pass
+    with Limiter(bucket, limit).acquire(timeout=math.inf):
+        pass
+
+
+def test_importing_falwrap_does_not_import_redis() -> None:
+    """`import falwrap` and falwrap.limiter work without loading redis-py."""
+    code = "import sys, falwrap, falwrap.limiter; sys.exit('redis' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False, timeout=30).returncode == 0

@@ -23,6 +23,11 @@ socket timeouts and retry policy: :func:`redis_client_from_url` builds a client
 with short ones; a client you pass in keeps its own (redis-py's default retries
 ten times with backoff, which can take seconds).
 
+Why not pyrate-limiter's Redis GCRA: its script takes ``now`` from the caller's
+wall clock (in milliseconds), so hosts with skewed clocks each see their own
+schedule, and its ``Limiter`` pads every wait by 50 ms, which at ``burst=1`` halves
+the rate actually used (see ``benchmarks/bench_limiter.py``).
+
 redis-py is imported by this module only, so ``import falwrap`` never needs it.
 """
 
@@ -276,7 +281,9 @@ class RedisLeakyBucket:
             return 0.0
         # The wait is a duration measured by Redis; sleeping it out on the local
         # clock keeps the slot's time whatever the offset between the two clocks.
-        due = start + wait_us / _MICROS
+        # Counted from the reply, not the request, so network latency can only
+        # make the grant late, never early.
+        due = time.monotonic() + wait_us / _MICROS
         try:
             while True:
                 remaining = due - time.monotonic()
