@@ -744,3 +744,9 @@ def test_restart_after_stop_serves_again() -> None:
         events, _, _ = read_events(fal, submit(raw(fal)))
         assert events[-1]["status"] == "COMPLETED"
         assert len(fal.billing) == 2
+
+
+def test_plugin_config_fixture_points_at_the_emulator(fake_fal_config: Any, fake_fal: FakeFal) -> None:
+    """fake_fal_config is a FalConfig with the emulator's URL whose repr hides the key."""
+    assert fake_fal_config.base_url == fake_fal.url
+    assert fake_fal.key not in repr(fake_fal_config)
