@@ -225,8 +225,10 @@ class LeakyBucket:
     lock, advances the TAT by ``T``, and then sleeps outside the lock until its
     slot. Consequences, by construction:
 
-    * FIFO: slots go out in the order callers took the lock, so a caller that
-      arrives later always gets a later slot.
+    * FIFO: slots go out in the order callers took the lock, which is held for
+      a few arithmetic operations only: a caller arriving later than that gets a
+      later slot (callers arriving within the same microseconds are ordered as the
+      OS grants the lock).
     * Exact: grants are ``T`` apart (plus the OS's wake-up latency), with no
       padding and no busy-wait; the sleeper re-reads the clock after each sleep.
     * A timeout is decided up front: when the slot is further away than
@@ -451,9 +453,12 @@ class ConcurrencyLimit:
         """The cap on jobs in flight."""
         return self._max
 
-    @property
     def in_flight(self) -> int:
-        """Places held right now (a snapshot)."""
+        """Places held right now (a snapshot; a method, like the Redis twin's).
+
+        Returns:
+            The number of places held.
+        """
         return self._in_flight
 
     def __repr__(self) -> str:

@@ -311,8 +311,8 @@ def test_concurrency_limit_works_in_a_child_forked_while_its_lock_was_held() -> 
     def child() -> bool:
         inherited.release()  # a parent's slot: must not free a place in the child
         with limit.acquire(timeout=1):
-            held = limit.in_flight == 1
-        return held and limit.in_flight == 0
+            held = limit.in_flight() == 1
+        return held and limit.in_flight() == 0
 
     limit._cond.acquire()
     try:
@@ -320,9 +320,9 @@ def test_concurrency_limit_works_in_a_child_forked_while_its_lock_was_held() -> 
     finally:
         limit._cond.release()
     assert code == 0
-    assert limit.in_flight == 1
+    assert limit.in_flight() == 1
     inherited.release()
-    assert limit.in_flight == 0
+    assert limit.in_flight() == 0
 
 
 # --- ConcurrencyLimit ------------------------------------------------------------------------------
@@ -333,8 +333,8 @@ def test_slot_is_released_on_success() -> None:
     limit = ConcurrencyLimit(1)
     with limit.acquire() as slot:
         assert isinstance(slot, Slot)
-        assert limit.in_flight == 1
-    assert limit.in_flight == 0
+        assert limit.in_flight() == 1
+    assert limit.in_flight() == 0
 
 
 def test_slot_is_released_on_error() -> None:
@@ -342,7 +342,7 @@ def test_slot_is_released_on_error() -> None:
     limit = ConcurrencyLimit(1)
     with pytest.raises(ValueError), limit.acquire():
         raise ValueError("job failed")
-    assert limit.in_flight == 0
+    assert limit.in_flight() == 0
 
 
 def test_slot_is_released_on_keyboard_interrupt() -> None:
@@ -350,7 +350,7 @@ def test_slot_is_released_on_keyboard_interrupt() -> None:
     limit = ConcurrencyLimit(1)
     with pytest.raises(KeyboardInterrupt), limit.acquire():
         raise KeyboardInterrupt
-    assert limit.in_flight == 0
+    assert limit.in_flight() == 0
 
 
 def test_timeout_raises_and_holds_nothing() -> None:
@@ -361,12 +361,12 @@ def test_timeout_raises_and_holds_nothing() -> None:
     with pytest.raises(RateLimitTimeout):
         limit.acquire(timeout=0.1)
     assert 0.09 <= time.monotonic() - start < 1.0
-    assert limit.in_flight == 2
+    assert limit.in_flight() == 2
     with pytest.raises(RateLimitTimeout):
         limit.acquire(timeout=0)
     slots[0].release()
     with limit.acquire(timeout=0):
-        assert limit.in_flight == 2
+        assert limit.in_flight() == 2
 
 
 def test_ctrl_c_while_waiting_holds_nothing() -> None:
@@ -375,11 +375,11 @@ def test_ctrl_c_while_waiting_holds_nothing() -> None:
     held = limit.acquire()
     with pytest.raises(KeyboardInterrupt), interrupt_main_after(0.1):
         limit.acquire()
-    assert limit.in_flight == 1
+    assert limit.in_flight() == 1
     held.release()
     with limit.acquire(timeout=0):
         pass
-    assert limit.in_flight == 0
+    assert limit.in_flight() == 0
 
 
 def test_release_is_idempotent_and_renew_is_a_no_op() -> None:
@@ -389,10 +389,10 @@ def test_release_is_idempotent_and_renew_is_a_no_op() -> None:
     assert a.renew() is True
     a.release()
     a.release()
-    assert limit.in_flight == 1
+    assert limit.in_flight() == 1
     assert a.renew() is False
     b.release()
-    assert limit.in_flight == 0
+    assert limit.in_flight() == 0
 
 
 def test_dropped_slot_is_freed_by_the_garbage_collector() -> None:
@@ -400,7 +400,7 @@ def test_dropped_slot_is_freed_by_the_garbage_collector() -> None:
     limit = ConcurrencyLimit(1)
     limit.acquire()
     gc.collect()
-    assert limit.in_flight == 0
+    assert limit.in_flight() == 0
 
 
 def test_release_wakes_a_waiter() -> None:
@@ -445,7 +445,7 @@ def test_never_more_than_max_in_flight_across_threads() -> None:
     for t in threads:
         t.join()
     assert peak == 3
-    assert limit.in_flight == 0
+    assert limit.in_flight() == 0
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, None])
@@ -490,7 +490,7 @@ def test_limiter_acquire_releases_the_place_when_the_rate_times_out() -> None:
     with pytest.raises(RateLimitTimeout):
         limiter.acquire(timeout=0.1)
     assert isinstance(limiter.concurrency, ConcurrencyLimit)
-    assert limiter.concurrency.in_flight == 0
+    assert limiter.concurrency.in_flight() == 0
 
 
 def test_infinite_timeout_means_wait_as_long_as_needed() -> None:

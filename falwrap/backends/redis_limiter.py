@@ -363,7 +363,9 @@ class RedisConcurrencyLimit:
     Places are leases that run out after ``lease_seconds`` unless renewed, so a
     crashed or killed process frees its places by itself. A waiting
     :meth:`acquire` polls Redis, starting at 5 ms and backing off to 100 ms,
-    never later than the earliest lease's expiry.
+    never later than the earliest lease's expiry. A ``KeyboardInterrupt`` that
+    lands while the acquiring script is in flight may leave a lease nobody
+    holds; it frees itself after ``lease_seconds``.
 
     Thread-safe and fork-safe.
 
