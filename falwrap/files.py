@@ -361,6 +361,11 @@ def _timed_out(url: str, timeout: float) -> FalTimeoutError:
     return FalTimeoutError(msg)
 
 
+def _cut_short(url: str, received: int, expected: str) -> FalConnectionError:
+    msg = f"The download of {_display(url)} was cut short: got {received} of {expected} bytes. Try again."
+    return FalConnectionError(msg, error_code="INCOMPLETE_DOWNLOAD", retryable=True)
+
+
 def _download_once(
     http: requests.Session,
     url: str,
@@ -403,14 +408,16 @@ def _download_once(
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 if time.monotonic() >= deadline:
                     raise _timed_out(url, timeout) from exc
+                # urllib3 notices a body shorter than Content-Length itself; say so plainly.
+                if expected.isdigit() and spool.tell() < int(expected):
+                    raise _cut_short(url, spool.tell(), expected) from exc
                 msg = f"The download of {_display(url)} broke off ({type(exc).__name__}). Try again."
                 raise FalConnectionError(msg, retryable=True) from exc
             # A compressed body (if a server ignores "identity") is counted on the wire, not on disk.
             encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
             received = response.raw.tell() if encoded else spool.tell()
             if expected.isdigit() and received != int(expected):
-                msg = f"The download of {_display(url)} was cut short: got {received} of {expected} bytes. Try again."
-                raise FalConnectionError(msg, error_code="INCOMPLETE_DOWNLOAD", retryable=True)
+                raise _cut_short(url, received, expected)
             _publish(spool, final)
     return final
 
