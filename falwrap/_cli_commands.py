@@ -272,7 +272,7 @@ def _report_image(context: _Context, result: ImageResult, files: Sequence[Path])
                 "content_type": image.content_type,
             }
             if files:
-                entry["file"] = str(files[index])
+                entry["file"] = str(files[index].resolve())
             images.append(entry)
         context.console.json(
             {
@@ -338,7 +338,7 @@ def _report_video(context: _Context, result: VideoResult, file: Path | None) -> 
             "file_size": result.video.file_size,
         }
         if file is not None:
-            video["file"] = str(file)
+            video["file"] = str(file.resolve())
         context.console.json(
             {
                 "model": result.model,
@@ -587,7 +587,7 @@ def _demo(context: _Context) -> int:
         context.console.json(
             {
                 "offline": True,
-                "out": str(out),
+                "out": str(out.resolve()),
                 "seconds": round(elapsed, 2),
                 "total_cost_usd": total,
                 "outputs": [
@@ -597,7 +597,7 @@ def _demo(context: _Context) -> int:
                         "request_id": rid,
                         "seconds": _seconds(ms),
                         "cost_usd": cost,
-                        "file": str(path),
+                        "file": str(path.resolve()),
                     }
                     for kind, model, rid, ms, cost, path in outputs
                 ],

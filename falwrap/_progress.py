@@ -103,7 +103,7 @@ class ProgressPrinter:
             self._started = time.monotonic() - event.elapsed_s
             if event.status == "IN_QUEUE":
                 position = "?" if event.queue_position is None else str(event.queue_position)
-                self._state = f"in queue, queue position {position}"
+                self._state = f"queued (queue position {position})"
             elif event.status == "IN_PROGRESS":
                 self._state = "running"
             else:

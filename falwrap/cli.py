@@ -110,7 +110,6 @@ def _output_options(parser: argparse.ArgumentParser, *, default_out: str | None 
     parser.add_argument(
         "--out", metavar="DIR", default=default_out, help=f"directory to save files in (default: {default_out})"
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -125,6 +124,9 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
     parser.add_argument(
         "--debug", action="store_true", default=default, help="show tracebacks and debug logs (never the key)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=default, help="print one JSON document on stdout (errors too)"
     )
 
 
@@ -166,7 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the model catalog", description="List known models.")
     models.add_argument("--kind", choices=_KINDS, help="only image or only video models")
-    models.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     _global_options(models, top=False)
 
     select = commands.add_parser(
@@ -178,13 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--quality", choices=_QUALITIES, default="draft", help="default draft")
     select.add_argument("--urgency", choices=_URGENCIES, default="normal", help="default normal")
     select.add_argument("--with-image", action="store_true", help="the task has an input image")
-    select.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     _global_options(select, top=False)
 
     stats = commands.add_parser(
         "stats", help="call statistics from the shared Redis ledger", description="Show ledger statistics."
     )
-    stats.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     _global_options(stats, top=False)
 
     demo = commands.add_parser(

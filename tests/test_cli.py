@@ -1,0 +1,471 @@
+"""The ``falwrap`` command, run as a real subprocess against FakeFal.
+
+FakeFal runs in the test process; the command gets its URL and key through
+``FAL_BASE_URL`` / ``FAL_KEY`` like a user's shell would pass them (or runs
+its own emulator with ``--offline``). Nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from falwrap.files import DATA_URI_MAX_BYTES, sniff_media_type
+from falwrap.testing import FakeFal, Fault
+from falwrap.testing.media import png_bytes
+
+CANARY_ID = "canary-id-7f3a9c2e"
+CANARY_SECRET = "canary-secret-0d8b41f6e5a2"
+CANARY_KEY = f"{CANARY_ID}:{CANARY_SECRET}"
+SCRIPT = Path(sys.executable).with_name("falwrap")
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment without any fal or falwrap setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_", "FALWRAP_"))}
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m falwrap.cli`` with ``args``; stdout and stderr are pipes (not a terminal)."""
+    return subprocess.run(
+        [sys.executable, "-m", "falwrap.cli", *args],
+        check=False,
+        cwd=cwd,
+        env=dict(env) if env is not None else _clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("falwrap: error: ")
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def fal() -> Iterator[FakeFal]:
+    with FakeFal() as server:
+        yield server
+
+
+@pytest.fixture
+def fal_env(fal: FakeFal) -> dict[str, str]:
+    return _clean_env(FAL_KEY=fal.key, FAL_BASE_URL=fal.url)
+
+
+# --- commands that work ----------------------------------------------------------------------
+
+
+def test_image_saves_the_file_and_prints_a_table(tmp_path: Path, fal: FakeFal, fal_env: dict[str, str]) -> None:
+    """`falwrap image` saves a real JPEG from FakeFal, prints model, request and cost, and is quiet on stderr."""
+    result = run_cli("image", "a koala", "--out", "out", cwd=tmp_path, env=fal_env)
+    assert result.returncode == 0, result.stderr
+    (request_id,) = fal.jobs
+    saved = tmp_path / "out" / f"{request_id}.jpg"
+    assert sniff_media_type(saved.read_bytes()[:16]) == "image/jpeg"
+    assert "fal-ai/flux/dev" in result.stdout
+    assert request_id in result.stdout
+    assert "$0.025" in result.stdout
+    assert result.stderr == ""  # not a terminal: no progress
+
+
+def test_image_json_carries_every_option_to_fal(tmp_path: Path, fal: FakeFal, fal_env: dict[str, str]) -> None:
+    """--json prints one document; --size, --num-images, --seed, --model and -p reach the job as fal expects."""
+    result = run_cli(
+        "image", "a koala", "--model", "fal-ai/flux/schnell", "--size", "512x512", "--num-images", "2",
+        "--seed", "7", "-p", "num_inference_steps=2", "--json", "--out", "out", cwd=tmp_path, env=fal_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["model"] == "fal-ai/flux/schnell"
+    assert document["seed"] == 7
+    assert [(i["width"], i["height"]) for i in document["images"]] == [(512, 512), (512, 512)]
+    assert all(Path(i["file"]).is_file() for i in document["images"])
+    arguments = fal.jobs[document["request_id"]].arguments
+    assert arguments["image_size"] == {"width": 512, "height": 512}
+    assert arguments["num_images"] == 2
+    assert arguments["num_inference_steps"] == 2
+    assert document["cost_usd"] == str(fal.billed_total.normalize())
+
+
+def test_video_with_a_local_png(tmp_path: Path, fal: FakeFal, fal_env: dict[str, str]) -> None:
+    """`falwrap video --image photo.png` sends the local image to an image-to-video model and saves the MP4."""
+    (tmp_path / "photo.png").write_bytes(png_bytes(64, 64))
+    result = run_cli("video", "the koala blinks", "--image", "photo.png", "--json", cwd=tmp_path, env=fal_env)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["model"] == "fal-ai/kling-video/v1/standard/image-to-video"
+    assert Path(document["video"]["file"]).read_bytes()[4:8] == b"ftyp"
+    job = fal.jobs[document["request_id"]]
+    assert job.arguments["image_url"].startswith("data:image/png;base64,")
+    assert job.arguments["duration"] == "5"
+
+
+def test_video_with_a_large_local_png_uploads_it(tmp_path: Path, fal: FakeFal, fal_env: dict[str, str]) -> None:
+    """A local image too big for a data URI goes through fal's storage; the job points at the stored file."""
+    data = png_bytes(64, 64) + b"\0" * DATA_URI_MAX_BYTES
+    (tmp_path / "big.png").write_bytes(data)
+    result = run_cli(
+        "video", "waves", "--image", "big.png", "--duration", "10", "--json", "--no-save", cwd=tmp_path, env=fal_env
+    )
+    assert result.returncode == 0, result.stderr
+    job = fal.jobs[json.loads(result.stdout)["request_id"]]
+    assert job.arguments["duration"] == "10"
+    assert fal.counters["upload"] >= 1
+    assert requests.get(job.arguments["image_url"], timeout=5).content == data
+
+
+def test_installed_script_runs(tmp_path: Path, fal_env: dict[str, str]) -> None:
+    """The `falwrap` console script installed by pip runs the same command."""
+    command = [str(SCRIPT), "image", "a koala", "--no-save"]
+    result = subprocess.run(command, check=False, cwd=tmp_path, env=fal_env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "fal-ai/flux/dev" in result.stdout
+
+
+def test_models_lists_the_catalog(tmp_path: Path) -> None:
+    """`falwrap models` needs no key; --kind filters and --json gives prices as exact strings."""
+    table = run_cli("models", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "fal-ai/flux/schnell" in table.stdout
+    assert "fal-ai/kling-video/v1/standard/image-to-video" in table.stdout
+    videos = run_cli("models", "--kind", "video", "--json", cwd=tmp_path)
+    models = json.loads(videos.stdout)["models"]
+    assert models
+    assert {m["kind"] for m in models} == {"video"}
+    kling = next(m for m in models if m["id"] == "fal-ai/kling-video/v1/standard/image-to-video")
+    assert kling["unit_price_usd"] == "0.045"
+    assert kling["cost_per_output_usd"] == "0.225"
+
+
+def test_select_picks_like_the_client(tmp_path: Path) -> None:
+    """`falwrap select` shows the model selection makes: cheapest within budget, fastest when urgent."""
+    cheap = run_cli("select", "--budget", "0.01", "--json", cwd=tmp_path)
+    assert cheap.returncode == 0, cheap.stderr
+    assert json.loads(cheap.stdout)["model"]["id"] == "fal-ai/flux/schnell"
+    premium = run_cli("select", "--quality", "premium", "--json", cwd=tmp_path)
+    assert json.loads(premium.stdout)["model"]["quality"] in {"high", "ultra"}
+    table = run_cli("select", "--kind", "video", "--with-image", cwd=tmp_path)
+    assert "fal-ai/kling-video/v1/standard/image-to-video" in table.stdout
+
+
+def test_select_with_no_fit_is_a_usage_error(tmp_path: Path) -> None:
+    """Requirements nothing meets exit 2 with the reason on one line."""
+    result = run_cli("select", "--kind", "video", "--budget", "0.01", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "over the budget" in _one_error_line(result)
+
+
+def test_stats_without_redis_explains_where_stats_live(tmp_path: Path) -> None:
+    """Without FALWRAP_REDIS_URL, `falwrap stats` says stats live in the process that made the calls."""
+    result = run_cli("stats", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "FALWRAP_REDIS_URL" in result.stdout
+    document = json.loads(run_cli("stats", "--json", cwd=tmp_path).stdout)
+    assert document["ledger"] == "process"
+
+
+def test_stats_reads_the_shared_redis_ledger(tmp_path: Path, fal: FakeFal, redis_url: str, redis_client: Any) -> None:
+    """Calls made by one `falwrap image` process show up in another process's `falwrap stats`."""
+    from falwrap import FalConfig
+
+    env = _clean_env(FAL_KEY=fal.key, FAL_BASE_URL=fal.url, FALWRAP_REDIS_URL=redis_url)
+    namespace = f"falwrap:{FalConfig(api_key=fal.key).key_fingerprint}"
+    try:
+        for _ in range(2):
+            made = run_cli("image", "a koala", "--no-save", cwd=tmp_path, env=env)
+            assert made.returncode == 0, made.stderr
+        result = run_cli("stats", "--json", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        stats = json.loads(result.stdout)
+        assert stats["ledger"] == "redis"
+        assert stats["total_calls"] == 2
+        assert stats["successes"] == 2
+        assert stats["total_cost_usd"] == "0.05"
+        assert stats["today_cost_usd"] == "0.05"
+        assert set(stats["by_model"]) == {"fal-ai/flux/dev"}
+        table = run_cli("stats", cwd=tmp_path, env=env)
+        assert "fal-ai/flux/dev" in table.stdout
+        assert "$0.05" in table.stdout
+    finally:
+        for key in redis_client.scan_iter(match=f"{namespace}*"):
+            redis_client.delete(key)
+
+
+def test_offline_needs_no_key(tmp_path: Path) -> None:
+    """--offline runs the command against an in-process emulator: no key, no FAL_BASE_URL."""
+    result = run_cli("image", "a koala", "--offline", "--json", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["offline"] is True
+    assert Path(document["images"][0]["file"]).is_file()
+    before = run_cli("--offline", "video", "waves", "--no-save", cwd=tmp_path)
+    assert before.returncode == 0, before.stderr
+
+
+def test_demo_is_quick_and_saves_an_image_and_a_video(tmp_path: Path) -> None:
+    """`falwrap demo` (the README's first command) makes both files offline in a few seconds, whatever FAL_* say."""
+    env = _clean_env(FAL_KEY="", FAL_TIMEOUT_IMAGE="1", FAL_DAILY_BUDGET_USD="0", FAL_BASE_URL="http://127.0.0.1:9")
+    started = time.monotonic()
+    result = run_cli("demo", cwd=tmp_path, env=env)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 10
+    out = tmp_path / "falwrap-demo"
+    assert sorted(p.name for p in out.iterdir()) == ["demo-image.jpg", "demo-video.mp4"]
+    assert "fal-ai/flux/dev" in result.stdout
+    assert "fal-ai/kling-video/v1/standard/image-to-video" in result.stdout
+    assert "request id" in result.stdout
+    again = run_cli("demo", "--out", "elsewhere", "--json", cwd=tmp_path, env=env)
+    document = json.loads(again.stdout)
+    assert [o["kind"] for o in document["outputs"]] == ["image", "video"]
+    assert all(Path(o["file"]).is_file() for o in document["outputs"])
+    assert document["total_cost_usd"] == "0.25"
+
+
+# --- exit codes, each reached by a real case -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("image",),  # no prompt
+        ("image", "a koala", "--num-images", "nine"),
+        ("video", "waves", "--duration", "7"),
+        ("paint", "a koala"),
+    ],
+)
+def test_bad_command_lines_exit_2(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """Command lines argparse rejects exit 2 with one friendly line, no usage dump."""
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--help" in _one_error_line(result)
+
+
+def test_out_of_range_argument_exits_2_before_any_request(
+    tmp_path: Path, fal: FakeFal, fal_env: dict[str, str]
+) -> None:
+    """A value the model does not accept (5 images) is refused locally: exit 2, nothing sent."""
+    result = run_cli("image", "a koala", "--num-images", "5", cwd=tmp_path, env=fal_env)
+    assert result.returncode == 2
+    assert "num_images" in _one_error_line(result)
+    assert fal.counters["submit"] == 0
+
+
+def test_missing_image_file_exits_2(tmp_path: Path, fal: FakeFal, fal_env: dict[str, str]) -> None:
+    """--image naming a file that does not exist exits 2 before anything reaches fal."""
+    result = run_cli("video", "waves", "--image", "nope.png", cwd=tmp_path, env=fal_env)
+    assert result.returncode == 2
+    assert "nope.png" in _one_error_line(result)
+    assert sum(fal.counters.values()) == 0
+
+
+def test_unwritable_out_exits_2_before_paying(tmp_path: Path, fal: FakeFal, fal_env: dict[str, str]) -> None:
+    """An --out that is a file fails before the job is submitted (and paid for)."""
+    (tmp_path / "taken").write_text("x")
+    result = run_cli("image", "a koala", "--out", "taken", cwd=tmp_path, env=fal_env)
+    assert result.returncode == 2
+    assert "--out" in _one_error_line(result)
+    assert fal.counters["submit"] == 0
+
+
+def test_missing_key_exits_3(tmp_path: Path) -> None:
+    """No FAL_KEY anywhere: exit 3, naming FAL_KEY and pointing at `falwrap demo`."""
+    result = run_cli("image", "a koala", cwd=tmp_path)
+    assert result.returncode == 3
+    line = _one_error_line(result)
+    assert "FAL_KEY" in line
+    assert "falwrap demo" in line
+
+
+def test_invalid_setting_exits_3(tmp_path: Path, fal_env: dict[str, str]) -> None:
+    """A malformed setting (FAL_TIMEOUT_IMAGE=soon) exits 3 naming the variable."""
+    result = run_cli("image", "a koala", cwd=tmp_path, env={**fal_env, "FAL_TIMEOUT_IMAGE": "soon"})
+    assert result.returncode == 3
+    assert "FAL_TIMEOUT_IMAGE" in _one_error_line(result)
+
+
+def test_fal_error_exits_4(tmp_path: Path, fal: FakeFal, fal_env: dict[str, str]) -> None:
+    """fal refusing the job (an injected 422 content-policy answer) exits 4 with fal's reason on one line."""
+    fal.inject("submit", Fault.validation(("body", "prompt"), "flagged by the checker", "content_policy_violation"))
+    result = run_cli("image", "a koala", "--json", cwd=tmp_path, env=fal_env)
+    assert result.returncode == 4
+    assert "flagged by the checker" in _one_error_line(result)
+    error = json.loads(result.stdout)["error"]
+    assert error["exit_code"] == 4
+    assert error["status_code"] == 422
+    assert error["error_code"] == "content_policy_violation"
+
+
+def test_server_errors_after_retries_exit_4(tmp_path: Path, fal: FakeFal, fal_env: dict[str, str]) -> None:
+    """Repeated 500s on submit exit 4 after the configured retries, each of them a real request."""
+    fal.inject("submit", Fault.http(500), times=2)
+    env = {**fal_env, "FAL_MAX_RETRIES": "1", "FAL_RETRY_DELAY": "10"}
+    result = run_cli("image", "a koala", cwd=tmp_path, env=env)
+    assert result.returncode == 4
+    assert "HTTP 500" in _one_error_line(result)
+    assert fal.counters["submit"] == 2
+    assert fal.submissions == 0
+
+
+def test_timeout_exits_5_and_cancels_the_job(tmp_path: Path) -> None:
+    """A job slower than FAL_TIMEOUT_IMAGE exits 5 soon after the deadline, and the job is cancelled at fal."""
+    with FakeFal(latency=10) as slow:
+        env = _clean_env(FAL_KEY=slow.key, FAL_BASE_URL=slow.url, FAL_TIMEOUT_IMAGE="800")
+        started = time.monotonic()
+        result = run_cli("image", "a koala", cwd=tmp_path, env=env)
+        elapsed = time.monotonic() - started
+        assert result.returncode == 5
+        assert "0.8 s" in _one_error_line(result)
+        assert elapsed < 6
+        (job,) = slow.jobs.values()
+        assert job.outcome == "cancelled"
+
+
+def test_budget_exits_6_without_sending(tmp_path: Path, fal: FakeFal, fal_env: dict[str, str]) -> None:
+    """FAL_DAILY_BUDGET_USD below one image's price exits 6 and nothing is submitted."""
+    result = run_cli("image", "a koala", cwd=tmp_path, env={**fal_env, "FAL_DAILY_BUDGET_USD": "0.001"})
+    assert result.returncode == 6
+    assert "FAL_DAILY_BUDGET_USD" in _one_error_line(result)
+    assert fal.counters["submit"] == 0
+
+
+def test_ctrl_c_exits_130_and_cancels_the_job(tmp_path: Path) -> None:
+    """SIGINT while waiting exits 130 with one line, and the running job is cancelled at fal."""
+    with FakeFal(latency=10) as slow:
+        env = _clean_env(FAL_KEY=slow.key, FAL_BASE_URL=slow.url)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "falwrap.cli", "image", "a koala"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while not slow.jobs and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert slow.jobs, "the job never reached FakeFal"
+        child.send_signal(signal.SIGINT)
+        _out, err = child.communicate(timeout=20)
+        assert child.returncode == 130
+        assert err.strip().startswith("falwrap: error: Interrupted")
+        (job,) = slow.jobs.values()
+        assert job.outcome == "cancelled"
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, fal: FakeFal, fal_env: dict[str, str]) -> None:
+    """--debug adds the traceback (and debug logs) before the same one-line error."""
+    fal.inject("submit", Fault.http(401, json={"detail": "No user found for Key ID and Secret"}))
+    result = run_cli("--debug", "image", "a koala", cwd=tmp_path, env=fal_env)
+    assert result.returncode == 4
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("falwrap: error: fal did not accept the API key")
+
+
+# --- the key never shows -----------------------------------------------------------------------
+
+
+def _assert_no_canary(result: subprocess.CompletedProcess[str]) -> None:
+    for text in (result.stdout, result.stderr):
+        assert CANARY_KEY not in text
+        assert CANARY_ID not in text
+        assert CANARY_SECRET not in text
+
+
+@pytest.mark.parametrize("extra", [(), ("--debug",), ("--json",), ("--debug", "--json")])
+def test_rejected_key_is_never_printed(tmp_path: Path, fal: FakeFal, extra: tuple[str, ...]) -> None:
+    """A key fal rejects (401) exits 4, and neither it nor its halves appear in any output, tracebacks included."""
+    env = _clean_env(FAL_KEY=CANARY_KEY, FAL_BASE_URL=fal.url)
+    result = run_cli(*extra, "image", "a koala", cwd=tmp_path, env=env)
+    assert result.returncode == 4
+    assert "401" in result.stderr
+    _assert_no_canary(result)
+
+
+def test_accepted_key_is_never_printed_even_in_debug_logs(tmp_path: Path) -> None:
+    """A successful --debug run with the canary key logs plenty and never the key."""
+    with FakeFal(key=CANARY_KEY) as server:
+        env = _clean_env(FAL_KEY=CANARY_KEY, FAL_BASE_URL=server.url)
+        result = run_cli("--debug", "image", "a koala", "--json", "--no-save", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr  # debug logging really ran
+    _assert_no_canary(result)
+
+
+def test_key_in_env_is_redacted_even_from_other_errors(tmp_path: Path, fal_env: dict[str, str]) -> None:
+    """A configuration error raised while the canary key is set never echoes it."""
+    env = {**fal_env, "FAL_KEY": CANARY_KEY, "FAL_MAX_RETRIES": "-1"}
+    for extra in ((), ("--debug",)):
+        result = run_cli(*extra, "image", "a koala", cwd=tmp_path, env=env)
+        assert result.returncode == 3
+        _assert_no_canary(result)
+
+
+# --- progress on a terminal ----------------------------------------------------------------------
+
+
+def _read_all(fd: int, timeout: float) -> bytes:
+    chunks = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if not ready:
+            continue
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def test_progress_on_a_terminal_shows_queue_position_logs_and_completion(tmp_path: Path) -> None:
+    """With stderr on a pseudo-terminal the command shows the queue position, the job's logs and completion."""
+    with FakeFal(concurrency=1, latency=1.0) as busy:
+        # Another job holds the only slot, so ours really waits in the queue first.
+        blocker = requests.post(
+            f"{busy.url}/fal-ai/flux/schnell", json={"prompt": "ahead"}, headers={"Authorization": f"Key {busy.key}"}
+        )
+        assert blocker.status_code == 200
+        env = _clean_env(FAL_KEY=busy.key, FAL_BASE_URL=busy.url, TERM="xterm")
+        main, terminal = pty.openpty()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "falwrap.cli", "image", "a koala", "--no-save"],
+            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=terminal,
+        )  # fmt: skip
+        os.close(terminal)
+        try:
+            shown = _read_all(main, 30).decode()
+            assert child.wait(10) == 0
+        finally:
+            os.close(main)
+            if child.poll() is None:
+                child.kill()
+        stdout = child.stdout.read().decode() if child.stdout else ""
+        child.stdout and child.stdout.close()
+    assert "queue position 0" in shown
+    assert "running" in shown
+    assert "Generating: 50%" in shown
+    assert "completed in" in shown
+    assert "fal-ai/flux/dev" in stdout  # the result itself still goes to stdout
+    assert "queue position" not in stdout
