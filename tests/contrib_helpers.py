@@ -9,13 +9,17 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from falwrap.contrib._common import KNOWN_NAMES
@@ -62,49 +66,112 @@ def http_json(
         return exc.code, json.loads(exc.read() or b"{}"), dict(exc.headers)
 
 
+def fire(url: str, n: int, body: Mapping[str, Any]) -> list[tuple[int, dict[str, Any], dict[str, str]]]:
+    """POST ``body`` to ``url`` from ``n`` simultaneous threads of a separate process (see contrib_loadgen)."""
+    script = Path(__file__).with_name("contrib_loadgen.py")
+    done = subprocess.run(
+        [sys.executable, str(script), url, str(n), json.dumps(body)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(script.parent)])},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return [(status, data, headers) for status, data, headers in json.loads(done.stdout)]
+
+
 def gaps(times: list[float]) -> list[float]:
     """Differences between consecutive sorted times."""
     ordered = sorted(times)
     return [b - a for a, b in itertools.pairwise(ordered)]
 
 
+#: gunicorn config: say when each worker has loaded the app, and log each request with the worker's pid.
+_GUNICORN_CONF = """
+accesslog = "-"
+access_log_format = "falwrap-access %(p)s %(s)s %(m)s %(U)s"
+
+def post_worker_init(worker):
+    try:  # Django resolves its URLconf (importing the views and falwrap) on the first request: do it now.
+        from django.urls import get_resolver
+        get_resolver().url_patterns
+    except Exception:
+        pass
+    print(f"falwrap-worker-ready {worker.pid}", flush=True)
+"""
+
+
+@attrs.define
+class Gunicorn:
+    """A running gunicorn: its URL and what it printed so far (a thread keeps reading)."""
+
+    url: str
+    _lines: list[str] = attrs.field(factory=list)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    def add(self, line: str) -> None:
+        """Store one output line."""
+        with self._lock:
+            self._lines.append(line.rstrip("\n"))
+
+    def lines(self, marker: str = "") -> list[str]:
+        """Output lines starting with ``marker``."""
+        with self._lock:
+            return [line for line in self._lines if line.startswith(marker)]
+
+    def served_by(self, status: int, path: str) -> Counter[str]:
+        """Worker pid -> requests to ``path`` it answered with ``status`` (from the access log)."""
+        served: Counter[str] = Counter()
+        for line in self.lines("falwrap-access "):
+            _, pid, code, _method, url = line.split(" ", 4)
+            if code == str(status) and url == path:
+                served[pid] += 1
+        return served
+
+
 @contextlib.contextmanager
-def gunicorn(app: str, chdir: Path, env: Mapping[str, str], *, workers: int, threads: int) -> Iterator[str]:
-    """Run gunicorn on a free 127.0.0.1 port; yield its base URL; stop it (and its workers) after."""
+def gunicorn(app: str, chdir: Path, env: Mapping[str, str], *, workers: int, threads: int) -> Iterator[Gunicorn]:
+    """Run gunicorn on a free 127.0.0.1 port until every worker has loaded the app; stop it after.
+
+    Waiting for the workers matters: requests fired while workers are still
+    importing Django would measure start-up contention, not the rate limiter.
+    """
     port = free_port()
     base_env = {k: v for k, v in os.environ.items() if k not in AMBIENT}
-    command = [
-        sys.executable, "-m", "gunicorn", app,
-        "--bind", f"127.0.0.1:{port}",
-        "--workers", str(workers), "--threads", str(threads),
-        "--chdir", str(chdir), "--timeout", "60", "--graceful-timeout", "2", "--log-level", "warning",
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        command,
-        env={**base_env, "PYTHONPATH": str(ROOT), **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                output = proc.stdout.read() if proc.stdout else ""
-                pytest.fail(f"gunicorn exited with {proc.returncode}:\n{output}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-            if time.monotonic() > deadline:
-                pytest.fail("gunicorn did not start listening within 20 s")
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "gunicorn_conf.py"
+        conf.write_text(_GUNICORN_CONF)
+        command = [
+            sys.executable, "-m", "gunicorn", app, "--config", str(conf),
+            "--bind", f"127.0.0.1:{port}",
+            "--workers", str(workers), "--threads", str(threads),
+            "--chdir", str(chdir), "--timeout", "60", "--graceful-timeout", "2", "--log-level", "warning",
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            command,
+            env={**base_env, "PYTHONPATH": str(ROOT), **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        server = Gunicorn(f"http://127.0.0.1:{port}")
+        assert proc.stdout is not None
+        reader = threading.Thread(target=lambda: [server.add(line) for line in proc.stdout or ()], daemon=True)
+        reader.start()
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
+            deadline = time.monotonic() + 30
+            while len(server.lines("falwrap-worker-ready")) < workers:
+                if proc.poll() is not None:
+                    reader.join(timeout=2)
+                    pytest.fail(f"gunicorn exited with {proc.returncode}:\n" + "\n".join(server.lines()))
+                if time.monotonic() > deadline:
+                    pytest.fail("gunicorn workers not ready within 30 s:\n" + "\n".join(server.lines()))
+                time.sleep(0.05)
+            yield server
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            reader.join(timeout=5)
             proc.stdout.close()
