@@ -254,7 +254,6 @@ def stats_report(stats: Mapping[str, Any], *, daily_cost: Decimal, budget: Decim
         width = max(len(str(m)) for m in by_model)
         for model, row in sorted(by_model.items()):
             lines.append(
-                f"    {model:<{width}}  calls {row.get('total_calls', 0):>5}  "
-                f"cost {_money(row.get('total_cost_usd'))}"
+                f"    {model:<{width}}  calls {row.get('total_calls', 0):>5}  cost {_money(row.get('total_cost_usd'))}"
             )
     return "\n".join(lines)
