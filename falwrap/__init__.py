@@ -9,10 +9,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from falwrap._version import __version__
-from falwrap.catalog import MODEL_CATALOG, ModelInfo, ParamSpec, TaskRequirements, estimate_cost, select_model
+from falwrap.catalog import (
+    IMAGE_SIZE_PRESETS,
+    MODEL_CATALOG,
+    ModelInfo,
+    ParamSpec,
+    TaskRequirements,
+    actual_cost,
+    billable_units,
+    estimate_cost,
+    select_model,
+)
 from falwrap.config import FalConfig, RateLimitConfig, RetryConfig, Timeouts
 from falwrap.errors import (
     AuthenticationError,
+    BackendUnavailableError,
     BudgetExceededError,
     ConfigurationError,
     FalApiError,
@@ -30,21 +41,24 @@ from falwrap.errors import (
     ServerError,
 )
 from falwrap.ledger import CallRecord, CostLedger, Ledger, Reservation
-from falwrap.limiter import ConcurrencyLimit, LeakyBucket, Limiter
+from falwrap.limiter import ConcurrencyLimit, ConcurrencyLimiter, LeakyBucket, Limiter, RateLimiter, Slot
 from falwrap.results import Image, ImageResult, JobHandle, JobStatus, Progress, Video, VideoResult
 from falwrap.retry import RetryDetails, RetryPolicy, set_testing
 
 if TYPE_CHECKING:
     from falwrap.backends.redis import RedisConcurrencyLimit, RedisLeakyBucket, RedisLedger
     from falwrap.client import FalClient
-    from falwrap.pricing import PriceBook
+    from falwrap.pricing import Price, PriceBook
 
 __all__ = [
+    "IMAGE_SIZE_PRESETS",
     "MODEL_CATALOG",
     "AuthenticationError",
+    "BackendUnavailableError",
     "BudgetExceededError",
     "CallRecord",
     "ConcurrencyLimit",
+    "ConcurrencyLimiter",
     "ConfigurationError",
     "CostLedger",
     "FalApiError",
@@ -68,11 +82,13 @@ __all__ = [
     "NotFoundError",
     "ParamSpec",
     "PaymentRequiredError",
+    "Price",
     "PriceBook",
     "Progress",
     "RateLimitConfig",
     "RateLimitError",
     "RateLimitTimeout",
+    "RateLimiter",
     "RedisConcurrencyLimit",
     "RedisLeakyBucket",
     "RedisLedger",
@@ -81,11 +97,14 @@ __all__ = [
     "RetryDetails",
     "RetryPolicy",
     "ServerError",
+    "Slot",
     "TaskRequirements",
     "Timeouts",
     "Video",
     "VideoResult",
     "__version__",
+    "actual_cost",
+    "billable_units",
     "estimate_cost",
     "select_model",
     "set_testing",
@@ -94,6 +113,7 @@ __all__ = [
 _LAZY = {
     "FalClient": "falwrap.client",
     "PriceBook": "falwrap.pricing",
+    "Price": "falwrap.pricing",
     "RedisLeakyBucket": "falwrap.backends.redis",
     "RedisConcurrencyLimit": "falwrap.backends.redis",
     "RedisLedger": "falwrap.backends.redis",

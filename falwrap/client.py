@@ -43,6 +43,7 @@ from falwrap._version import __version__ as _version
 from falwrap.catalog import MODEL_CATALOG, ModelInfo, TaskRequirements, actual_cost, estimate_cost, select_model
 from falwrap.config import FalConfig
 from falwrap.errors import (
+    BackendUnavailableError,
     BudgetExceededError,
     ConfigurationError,
     FalApiError,
@@ -212,6 +213,9 @@ class FalClient:
         """Close the connection pools. Jobs submitted with :meth:`submit` keep running at fal."""
         self._closed = True
         self._http.close()
+        close_limiter = getattr(self.limiter, "close", None)
+        if callable(close_limiter):
+            close_limiter()
         if "_session" in self.__dict__:
             self._session.close()
         if "_prices" in self.__dict__ and self._prices is not None:
@@ -719,10 +723,14 @@ class FalClient:
         slot: Any,
     ) -> JobStatus:
         seen: set[tuple[Any, ...]] = set()
+        lease = getattr(slot, "lease_seconds", None)
+        renewed = [time.monotonic()]
 
         def emit(status: JobStatus) -> None:
-            if slot is not None:
+            # A shared (Redis) slot is a lease: renew it well before it lapses, not on every event.
+            if lease is not None and time.monotonic() - renewed[0] >= lease / 3:
                 slot.renew()
+                renewed[0] = time.monotonic()
             if on_progress is None:
                 return
             new = []
@@ -829,13 +837,15 @@ class FalClient:
         deadline: float,
         exchange: Callable[[], _T],
         *,
-        job_failed: bool = False,
+        job_error_type: str | None = None,
     ) -> _T:
         """Run one exchange about an accepted job; transient failures retry the same exchange.
 
         Nothing here submits: a job that fal accepted is never submitted again.
-        With ``job_failed`` the exchange reads the error of a job that failed:
-        that answer is the outcome, not a fault to retry.
+        ``job_error_type`` (``""`` when unknown) means the exchange reads the
+        result of a job whose status said it failed: an answer carrying that
+        error is the job's outcome, not a fault to retry; any other failure
+        (a gateway's 503, a reset) is retried like every other exchange.
         """
         policy = RetryPolicy.from_config(self.config.retry)
         per_exchange = self.config.timeouts.queue_status
@@ -846,8 +856,9 @@ class FalClient:
             except DeadlineExceeded:
                 raise _Deadline(request_id) from None
             except ExchangeError as exc:
+                job_failed = job_error_type is not None
                 error = self._exchange_error(exc, model_id, request_id, policy.attempts, job_failed=job_failed)
-                if isinstance(error, ModelError):
+                if isinstance(error, ModelError) and job_error_type in {"", error.error_code}:
                     raise error from exc
                 cause: BaseException = exc
             except (ValueError, KeyError, TypeError) as exc:
@@ -865,7 +876,12 @@ class FalClient:
             _retry.sleep(delay)
 
     def _fetch_result(
-        self, handle: fal_client.SyncRequestHandle, model_id: str, deadline: float, *, job_failed: bool = False
+        self,
+        handle: fal_client.SyncRequestHandle,
+        model_id: str,
+        deadline: float,
+        *,
+        job_error_type: str | None = None,
     ) -> _Outcome:
         # fal_client's handle.get() re-polls the status first and drops the response
         # headers; the result URL is fetched directly to read x-fal-billable-units.
@@ -879,7 +895,7 @@ class FalClient:
             return _Outcome(data, handle.request_id, _decimal_or_none(units))
 
         return self._with_follow_retries(
-            "result", model_id, handle.request_id, deadline, exchange, job_failed=job_failed
+            "result", model_id, handle.request_id, deadline, exchange, job_error_type=job_error_type
         )
 
     def _job_error(
@@ -892,7 +908,7 @@ class FalClient:
     ) -> FalApiError:
         """The typed error of a job that completed with an error, read from its result."""
         try:
-            self._fetch_result(handle, model_id, deadline, job_failed=True)
+            self._fetch_result(handle, model_id, deadline, job_error_type=status.error_type or "")
         except ModelError as exc:
             return exc
         except FalApiError as exc:
@@ -1008,6 +1024,11 @@ class FalClient:
         rid = request_id or handle.request_id
         self._record(handle.model_id, handle.operation, started, cost, error, rid, reservation)
 
+    def _now(self) -> datetime:
+        # The ledger's clock, when it has one, so a record lands on the day its reservation was checked.
+        clock = getattr(self.ledger, "clock", None)
+        return clock() if callable(clock) else datetime.now(timezone.utc)
+
     def _record(
         self,
         model_id: str,
@@ -1022,19 +1043,23 @@ class FalClient:
         error_code = None
         if error is not None:
             error_code = _error_code(error)
-        self.ledger.record(
-            CallRecord(
-                timestamp=datetime.now(timezone.utc),
-                model_id=model_id,
-                operation=operation,
-                duration_ms=int((time.monotonic() - started) * 1000),
-                cost_usd=cost if error is None else Decimal(0),
-                success=error is None,
-                error_code=error_code,
-                request_id=request_id,
-            ),
-            reservation=reservation,
+        record = CallRecord(
+            timestamp=self._now(),
+            model_id=model_id,
+            operation=operation,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            cost_usd=cost if error is None else Decimal(0),
+            success=error is None,
+            error_code=error_code,
+            request_id=request_id,
         )
+        try:
+            self.ledger.record(record, reservation=reservation)
+        except BackendUnavailableError:
+            # The call is over: its result (paid for) or its own error is what the caller
+            # must get, not a bookkeeping failure. The record goes to the log in full so
+            # it can be reconciled, and the reservation lapses by its TTL.
+            logger.exception("[falwrap] could not store the call record %s", record.to_dict())
 
 
 def _error_code(error: BaseException) -> str:

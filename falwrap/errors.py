@@ -8,6 +8,7 @@ The tree::
      ├── BudgetExceededError(FalwrapError)                 the daily budget would be exceeded
      ├── NoModelError(FalwrapError, LookupError)           selection found no model; says why
      ├── RateLimitTimeout(FalwrapError, TimeoutError)      the local limiter wait passed the deadline
+     ├── BackendUnavailableError(FalwrapError, ConnectionError)  the shared Redis state is unreachable
      └── FalApiError(FalwrapError)                         anything fal answered, or failed to
           ├── AuthenticationError                          401 / 403 key problems
           ├── PaymentRequiredError                         402 / locked account, exhausted balance
@@ -36,6 +37,7 @@ from typing import Any
 
 __all__ = [
     "AuthenticationError",
+    "BackendUnavailableError",
     "BudgetExceededError",
     "ConfigurationError",
     "FalApiError",
@@ -132,6 +134,14 @@ class RateLimitTimeout(FalwrapError, TimeoutError):
         super().__init__(message)
         #: Seconds the caller would have had to wait, when known.
         self.wait = wait
+
+
+class BackendUnavailableError(FalwrapError, ConnectionError):
+    """The shared state store (Redis, from ``FALWRAP_REDIS_URL``) could not be reached.
+
+    Raised before a call is submitted (budget or limiter check), so nothing was
+    sent to fal and nothing was spent.
+    """
 
 
 class FalApiError(FalwrapError):

@@ -8,7 +8,9 @@ ledger and one daily budget.
 from __future__ import annotations
 
 from falwrap.backends.redis_ledger import RedisLedger
-from falwrap.backends.redis_limiter import RedisConcurrencyLimit, RedisLeakyBucket
-from falwrap.backends.redis_limiter import redis_client_from_url as connect
+from falwrap.backends.redis_limiter import RedisConcurrencyLimit, RedisLeakyBucket, redis_client_from_url
 
-__all__ = ["RedisConcurrencyLimit", "RedisLeakyBucket", "RedisLedger", "connect"]
+#: A redis-py client for falwrap's twins: short socket timeouts, one retry.
+connect = redis_client_from_url
+
+__all__ = ["RedisConcurrencyLimit", "RedisLeakyBucket", "RedisLedger", "connect", "redis_client_from_url"]

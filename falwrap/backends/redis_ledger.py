@@ -31,16 +31,17 @@ build the client you pass in (``pip install 'falwrap[redis]'``).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import deque
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import attrs
 
-from falwrap.errors import BudgetExceededError
+from falwrap.errors import BackendUnavailableError, BudgetExceededError
 from falwrap.ledger import (
     CallRecord,
     Reservation,
@@ -158,6 +159,29 @@ def _to_budget(value: Decimal | None) -> Decimal | None:
     return None if value is None else quantize_usd(value, name="daily_budget_usd")
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _typed_redis_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn redis-py's errors into :class:`~falwrap.errors.BackendUnavailableError` (a typed, friendly error)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        from redis.exceptions import RedisError
+
+        try:
+            return method(*args, **kwargs)
+        except RedisError as exc:
+            msg = (
+                f"The shared ledger could not reach Redis ({type(exc).__name__}: {exc}). "
+                "Check that Redis is running and FALWRAP_REDIS_URL is right; nothing was sent to fal."
+            )
+            raise BackendUnavailableError(msg) from exc
+
+    return wrapper
+
+
 @attrs.define
 class RedisLedger:
     """A ledger whose records, totals and budget holds live in Redis, shared by many processes.
@@ -218,6 +242,7 @@ class RedisLedger:
 
     # -- recording --
 
+    @_typed_redis_errors
     def record(self, rec: CallRecord, *, reservation: Reservation | None = None) -> None:
         """Store a finished call in Redis and add its cost to its UTC day; end ``reservation`` atomically.
 
@@ -229,7 +254,7 @@ class RedisLedger:
 
         Raises:
             ValueError: ``reservation`` was made by another ledger.
-            redis.RedisError: Redis failed; if a hold was given it then lapses by its TTL.
+            BackendUnavailableError: Redis failed; if a hold was given it then lapses by its TTL.
         """
         live = reservation is not None and reservation._claim_for(self, rec.cost_usd)
         self._release_collected()
@@ -260,6 +285,7 @@ class RedisLedger:
 
     # -- queries --
 
+    @_typed_redis_errors
     def daily_cost(self, day: date | None = None) -> Decimal:
         """What all processes spent on a UTC day (open holds not included).
 
@@ -277,6 +303,7 @@ class RedisLedger:
         micros = self.redis.hget(self._day_key(key), "cost_micros")
         return from_micros(int(micros or 0))
 
+    @_typed_redis_errors
     def stats(self, model: str | None = None) -> dict[str, Any]:
         """Counters over every call any process recorded, overall (or of one model) and per model.
 
@@ -323,6 +350,7 @@ class RedisLedger:
         top = summary("", overall) if model is None else per_model.get(model) or summarize(0, 0, 0, 0.0, ())
         return {**top, "by_model": per_model}
 
+    @_typed_redis_errors
     def by_model(self) -> dict[str, dict[str, Any]]:
         """The ``stats()`` counters of each model seen (see :meth:`stats`).
 
@@ -332,6 +360,7 @@ class RedisLedger:
         per_model: dict[str, dict[str, Any]] = self.stats()["by_model"]
         return per_model
 
+    @_typed_redis_errors
     def records(self, limit: int | None = None) -> list[CallRecord]:
         """The most recent records of all processes, newest first.
 
@@ -352,6 +381,7 @@ class RedisLedger:
 
     # -- budget --
 
+    @_typed_redis_errors
     def reserve(self, amount: Decimal, *, model_id: str | None = None) -> Reservation:
         """Hold ``amount`` of today's budget, atomically across every process sharing the namespace.
 
@@ -394,6 +424,7 @@ class RedisLedger:
             from_micros(micros), model_id, rid, owner=self, end=self._release_hold, on_collect=self._collected.append
         )
 
+    @_typed_redis_errors
     def reserved(self) -> Decimal:
         """The total held by open reservations of every process (lapsed ones are dropped first).
 

@@ -1,0 +1,36 @@
+"""The public API: what falwrap exports is exactly what it documents, and every name resolves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import falwrap
+
+
+def test_all_names_resolve_and_are_unique() -> None:
+    """Every name in falwrap.__all__ is importable from falwrap, once."""
+    assert len(set(falwrap.__all__)) == len(falwrap.__all__)
+    for name in falwrap.__all__:
+        assert getattr(falwrap, name) is not None
+
+
+def test_design_contract_names_are_exported() -> None:
+    """The public names DESIGN.md promises are all there."""
+    promised = {
+        "FalClient", "FalConfig", "Timeouts", "RetryConfig", "RateLimitConfig",
+        "ImageResult", "Image", "VideoResult", "Video", "JobHandle",
+        "FalwrapError", "ConfigurationError", "InvalidInputError", "BudgetExceededError", "NoModelError",
+        "RateLimitTimeout", "FalApiError", "AuthenticationError", "PaymentRequiredError", "InvalidRequestError",
+        "NotFoundError", "RateLimitError", "ServerError", "ModelError", "FalConnectionError", "FalTimeoutError",
+        "LeakyBucket", "RedisLeakyBucket", "CostLedger", "RedisLedger", "CallRecord",
+        "ModelInfo", "MODEL_CATALOG", "TaskRequirements", "select_model", "estimate_cost",
+    }  # fmt: skip
+    assert promised <= set(falwrap.__all__)
+
+
+def test_import_is_light() -> None:
+    """`import falwrap` loads neither fal_client, httpx, redis nor requests (they load on first use)."""
+    code = "import sys, falwrap; print(sorted(m for m in ('fal_client', 'httpx', 'redis', 'requests') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
