@@ -228,6 +228,31 @@ def _extra_params(pairs: Sequence[str]) -> dict[str, Any]:
     return params
 
 
+@contextmanager
+def _keeping_urls(urls: Sequence[str], request_id: str) -> Iterator[None]:
+    """On a failed save, add the output URLs to the error: the generation is paid for, keep it reachable."""
+    from falwrap.errors import FalwrapError
+
+    try:
+        yield
+    except FalwrapError as exc:
+        exc.message = f"{exc.message} The output of request {request_id} was generated; fetch it from: {' '.join(urls)}"
+        raise
+    except OSError as exc:
+        msg = (
+            f"Could not save the output ({exc.strerror or type(exc).__name__}). The output of request "
+            f"{request_id} was generated; fetch it from: {' '.join(urls)}"
+        )
+        raise SaveError(msg) from exc
+
+
+class SaveError(OSError):
+    """The output was generated but could not be written to disk; the message carries its URLs."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def _seconds(duration_ms: int) -> float:
     return round(duration_ms / 1000, 2)
 
@@ -256,7 +281,8 @@ def _image(context: _Context) -> int:
         files: list[Path] = []
         if out is not None:
             progress.set_state(f"saving {len(result.images)} file(s)")
-            files = result.save(out)
+            with _keeping_urls([image.url for image in result.images], result.request_id):
+                files = result.save(out)
     _report_image(context, result, files)
     return EXIT_OK
 
@@ -325,7 +351,8 @@ def _video(context: _Context) -> int:
         file: Path | None = None
         if out is not None:
             progress.set_state("saving the video")
-            file = result.save(out)
+            with _keeping_urls([result.video.url], result.request_id):
+                file = result.save(out)
     _report_video(context, result, file)
     return EXIT_OK
 

@@ -249,6 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _unexpected(exc: BaseException) -> str:
+    from falwrap._cli_commands import SaveError
+
+    if isinstance(exc, SaveError):
+        return str(exc)
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror or type(exc).__name__}{where}. Check the path and the free space."

@@ -469,3 +469,16 @@ def test_progress_on_a_terminal_shows_queue_position_logs_and_completion(tmp_pat
     assert "completed in" in shown
     assert "fal-ai/flux/dev" in stdout  # the result itself still goes to stdout
     assert "queue position" not in stdout
+
+
+def test_failed_save_keeps_the_paid_output_reachable(tmp_path: Path, fal: FakeFal, fal_env: dict[str, str]) -> None:
+    """When the file server fails after the job succeeded, exit 4 and the one error line carries the output URL."""
+    fal.inject("file", Fault.http(503), times=5)
+    env = {**fal_env, "FAL_MAX_RETRIES": "1", "FAL_RETRY_DELAY": "10"}
+    result = run_cli("image", "a koala", "--out", "out", cwd=tmp_path, env=env)
+    assert result.returncode == 4
+    line = _one_error_line(result)
+    (request_id,) = fal.jobs
+    assert "HTTP 503" in line
+    assert f"{fal.url}/files/{request_id}-0.jpg" in line
+    assert not any((tmp_path / "out").glob("*"))
