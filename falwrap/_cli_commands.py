@@ -596,7 +596,8 @@ def _demo(context: _Context) -> int:
         )
         with FalClient(config) as client:
             progress.begin("image")
-            image = client.image(DEMO_IMAGE_PROMPT, on_progress=progress.update)
+            # PNG rather than flux's default JPEG: a lossless file is what the video model animates.
+            image = client.image(DEMO_IMAGE_PROMPT, output_format="png", on_progress=progress.update)
             progress.set_state("saving the image")
             (image_file,) = image.save(out, prefix="demo-image")
             progress.begin("video")

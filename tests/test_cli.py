@@ -233,7 +233,7 @@ def test_demo_is_quick_and_saves_an_image_and_a_video(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert elapsed < 10
     out = tmp_path / "falwrap-demo"
-    assert sorted(p.name for p in out.iterdir()) == ["demo-image.jpg", "demo-video.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == ["demo-image.png", "demo-video.mp4"]
     assert "fal-ai/flux/dev" in result.stdout
     assert "fal-ai/kling-video/v1/standard/image-to-video" in result.stdout
     assert "request id" in result.stdout
