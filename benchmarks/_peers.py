@@ -1,0 +1,282 @@
+"""Shared pieces of the client benchmarks: the raw fal_client peer, FakeFal in a child process, statistics.
+
+The peer is the official ``fal_client.SyncClient``, unpatched except that its
+httpx client sends requests for fal's hosts to the emulator (the idea of
+``tests/test_fakefal.py``): fal_client's module globals are never touched, so
+both contenders run the code their users run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import fal_client
+import httpx
+
+from falwrap import FalClient, FalConfig, RateLimitConfig, Timeouts
+
+#: Hosts fal_client talks to; the peer's transport sends them to the emulator.
+FAL_HOSTS = frozenset({"queue.fal.run", "fal.run", "queue.falrun.com", "falrun.com", "rest.fal.ai", "v3.fal.media"})
+
+#: The endpoint every client benchmark runs: the cheapest image model, output built by FakeFal.
+MODEL = "fal-ai/flux/schnell"
+ARGUMENTS: dict[str, Any] = {"prompt": "a cat"}
+
+
+class RewriteTransport(httpx.BaseTransport):
+    """Sends requests for fal's hosts to the emulator, path and query unchanged.
+
+    Args:
+        target: the emulator's URL (``http://127.0.0.1:<port>``).
+        max_connections: the pool size (httpx's default is 100).
+    """
+
+    def __init__(self, target: str, max_connections: int = 100) -> None:
+        self._target = httpx.URL(target)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._inner = httpx.HTTPTransport(limits=limits)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Rewrite a fal host to the emulator and send."""
+        if request.url.host in FAL_HOSTS:
+            request.url = request.url.copy_with(scheme="http", host=self._target.host, port=self._target.port)
+            request.headers["Host"] = f"{self._target.host}:{self._target.port}"
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        """Close the pool."""
+        self._inner.close()
+
+
+@dataclass(frozen=True)
+class RawFalClient(fal_client.SyncClient):
+    """The official SyncClient whose httpx client talks to FakeFal (one pool, as fal_client builds it)."""
+
+    target: str = ""
+    max_connections: int = 100
+
+    @cached_property
+    def _client(self) -> httpx.Client:
+        return httpx.Client(
+            transport=RewriteTransport(self.target, self.max_connections),
+            headers={"Authorization": f"Key {self.key}"},
+            timeout=120.0,  # fal_client's own default_timeout
+            follow_redirects=True,
+        )
+
+    def close(self) -> None:
+        """Close the pool (fal_client offers no way to, it never closes it)."""
+        if "_client" in self.__dict__:
+            self._client.close()
+
+
+def raw_client(url: str, key: str, max_connections: int = 100) -> RawFalClient:
+    """The official client pointed at the emulator at ``url``."""
+    return RawFalClient(key=key, target=url, max_connections=max_connections)
+
+
+def falwrap_client(url: str, key: str, *, status_stream: bool = True, max_concurrent: int | None = None) -> FalClient:
+    """A FalClient on the emulator, as a user would configure it, with a rate limit that never binds.
+
+    The default limit (60 a minute) would measure the limiter; raw fal_client
+    has none, so falwrap's is set far above anything the benchmark can ask for.
+    Everything else (retry policy, deadlines, ledger, validation) stays on.
+    """
+    config = FalConfig(
+        api_key=key,
+        base_url=url,
+        rate_limit=RateLimitConfig(requests_per_minute=1e9, burst=100_000, max_concurrent=max_concurrent),
+        timeouts=Timeouts(image=120),
+        status_stream=status_stream,
+    )
+    return FalClient(config)
+
+
+# -- FakeFal in a child process ----------------------------------------------------------------------
+
+
+def _serve(conn: multiprocessing.connection.Connection, kwargs: dict[str, Any]) -> None:
+    """Child process: run FakeFal and answer the parent's commands until told to stop."""
+    from falwrap.testing import FakeFal
+
+    with FakeFal(**kwargs) as fal:
+        conn.send((fal.url, fal.key))
+        while True:
+            command, args = conn.recv()
+            if command == "stop":
+                conn.send(None)
+                return
+            if command == "counters":
+                conn.send(fal.counters)
+            elif command == "submissions":
+                conn.send(fal.submissions)
+            elif command == "reset":
+                fal.reset_counters()
+                conn.send(None)
+            elif command == "set_latency":
+                fal.set_latency(*args)
+                conn.send(None)
+            elif command == "cpu":
+                conn.send(time.process_time())
+            else:  # pragma: no cover - a programming error in the parent
+                conn.send(ValueError(command))
+
+
+class RemoteFakeFal:
+    """FakeFal in its own process, so its CPU is not charged to the client under test.
+
+    A context manager; ``url`` and ``key`` as on FakeFal, observations over a pipe.
+    Uses the ``spawn`` start method: the parent may already run threads.
+
+    Args:
+        **kwargs: passed to ``FakeFal`` (``latency``, ``concurrency``, ...).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self._conn: multiprocessing.connection.Connection | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self.url = ""
+        self.key = ""
+
+    def __enter__(self) -> RemoteFakeFal:
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, self._kwargs), name="fakefal", daemon=True)
+        self._process.start()
+        self._conn = parent
+        self.url, self.key = parent.recv()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._conn is not None and self._process is not None:
+            self._ask("stop")
+            self._process.join(10)
+            if self._process.is_alive():
+                self._process.kill()
+            self._conn.close()
+
+    def _ask(self, command: str, *args: Any) -> Any:
+        assert self._conn is not None, "use RemoteFakeFal as a context manager"
+        self._conn.send((command, args))
+        return self._conn.recv()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Requests received per route."""
+        counts: dict[str, int] = self._ask("counters")
+        return counts
+
+    @property
+    def submissions(self) -> int:
+        """Jobs accepted."""
+        count: int = self._ask("submissions")
+        return count
+
+    def reset_counters(self) -> None:
+        """Zero the counters."""
+        self._ask("reset")
+
+    def set_latency(self, seconds: float) -> None:
+        """Run time of jobs submitted from now on."""
+        self._ask("set_latency", seconds)
+
+    def cpu_seconds(self) -> float:
+        """CPU time the emulator's process has used so far."""
+        seconds: float = self._ask("cpu")
+        return seconds
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One line of the suite's combined table (``python -m benchmarks``).
+
+    Attributes:
+        claim: what is measured.
+        falwrap: falwrap's figure, formatted.
+        peer: the peer's figure, formatted ("-" when there is none).
+        ratio: falwrap / peer, formatted.
+        goal: the goal, formatted.
+        ok: whether falwrap met it.
+    """
+
+    claim: str
+    falwrap: str
+    peer: str
+    ratio: str
+    goal: str
+    ok: bool
+
+
+# -- statistics and report ---------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) by linear interpolation, as numpy's default."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q / 100
+    low = int(k)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def median(values: Sequence[float]) -> float:
+    """The median (NaN for no values)."""
+    return statistics.median(values) if values else float("nan")
+
+
+def machine() -> str:
+    """One line naming the machine and the software measured."""
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"fal-client {fal_client.__version__}, httpx {httpx.__version__}"
+    )
+
+
+def warm_up(calls: Sequence[Callable[[], Any]], rounds: int = 10) -> None:
+    """Run each contender a few times (connections open, caches filled) before measuring."""
+    for _ in range(rounds):
+        for call in calls:
+            call()
+
+
+def print_checks(checks: Sequence[tuple[str, bool]]) -> None:
+    """``PASS``/``FAIL`` lines, as the other benchmarks print them."""
+    for text, ok in checks:
+        print(f"[{'PASS' if ok else 'FAIL'}] {text}")
+
+
+def flush() -> None:
+    """Flush stdout (the suite runner interleaves progress on stderr)."""
+    sys.stdout.flush()
+
+
+__all__ = [
+    "ARGUMENTS",
+    "FAL_HOSTS",
+    "MODEL",
+    "RawFalClient",
+    "RemoteFakeFal",
+    "RewriteTransport",
+    "Summary",
+    "falwrap_client",
+    "flush",
+    "machine",
+    "median",
+    "percentile",
+    "print_checks",
+    "raw_client",
+    "warm_up",
+]

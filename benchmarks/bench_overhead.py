@@ -1,0 +1,165 @@
+"""Benchmark: the time one call costs, falwrap ``client.run`` against raw ``fal_client.SyncClient.subscribe``.
+
+Run from the repository root::
+
+    python -m benchmarks.bench_overhead            # 300 calls per contender
+    python -m benchmarks.bench_overhead -n 1000
+
+Claim: falwrap's validation, budget reservation, limiter, retry policy, deadline
+and ledger record cost next to nothing: a call takes at most 1.05x the time of
+fal_client's own ``subscribe`` on the same server.
+
+Setup: one FakeFal with ``latency=0`` (every job is COMPLETED as soon as it is
+accepted), in a child process so that its CPU does not compete with the client
+for the GIL; both clients in this process on one keep-alive connection pool
+each. Calls are interleaved -- every round runs each contender once, in a
+rotated order -- so that a noisy neighbour slows all of them alike. Reported
+per contender: median, p95 and mean wall time per call, the client's CPU per
+call (``time.thread_time`` of the calling thread), and HTTP requests per call
+(from FakeFal's counters, in a separate short phase).
+
+Contenders: falwrap with the status stream (the default) and with polling
+(``status_stream=False``); raw fal_client ``subscribe`` with its default
+0.1 s polling interval, and with ``interval=0.01``. With zero-latency jobs the
+first status already says COMPLETED, so the interval never comes into play
+here (both raw rows do submit, status, result); ``bench_latency`` measures
+jobs that take time, where it does.
+
+Exit status 0 when falwrap (default configuration) meets the goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks._peers import (
+    ARGUMENTS,
+    MODEL,
+    RemoteFakeFal,
+    Summary,
+    falwrap_client,
+    machine,
+    median,
+    percentile,
+    print_checks,
+    raw_client,
+    warm_up,
+)
+
+GOAL_RATIO = 1.05
+COUNT_CALLS = 20
+
+
+@dataclass
+class Contender:
+    name: str
+    call: Callable[[], Any]
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    requests_per_call: float = float("nan")
+
+
+def measure(contenders: list[Contender], rounds: int) -> None:
+    """Run every contender once per round, rotating who goes first."""
+    for i in range(rounds):
+        k = i % len(contenders)
+        for contender in contenders[k:] + contenders[:k]:
+            c0 = time.thread_time()
+            t0 = time.perf_counter()
+            contender.call()
+            t1 = time.perf_counter()
+            c1 = time.thread_time()
+            contender.wall.append(t1 - t0)
+            contender.cpu.append(c1 - c0)
+
+
+def count_requests(fal: RemoteFakeFal, contenders: list[Contender]) -> None:
+    """HTTP requests per call, every route included, each contender alone."""
+    for contender in contenders:
+        fal.reset_counters()
+        for _ in range(COUNT_CALLS):
+            contender.call()
+        contender.requests_per_call = sum(fal.counters.values()) / COUNT_CALLS
+
+
+def run(calls: int) -> tuple[list[str], list[tuple[str, bool]], list[Summary]]:
+    """Measure; return the table lines, the goal checks and the suite summary."""
+    with RemoteFakeFal(latency=0, concurrency=64) as fal:
+        stream = falwrap_client(fal.url, fal.key)
+        polling = falwrap_client(fal.url, fal.key, status_stream=False)
+        raw = raw_client(fal.url, fal.key)
+        try:
+            contenders = [
+                Contender("falwrap run (stream, default)", lambda: stream.run(MODEL, ARGUMENTS)),
+                Contender("falwrap run (polling)", lambda: polling.run(MODEL, ARGUMENTS)),
+                Contender("fal_client subscribe (interval 0.1)", lambda: raw.subscribe(MODEL, ARGUMENTS)),
+                Contender(
+                    "fal_client subscribe (interval 0.01)", lambda: raw.subscribe(MODEL, ARGUMENTS, interval=0.01)
+                ),
+            ]
+            warm_up([c.call for c in contenders])
+            count_requests(fal, contenders)
+            measure(contenders, calls)
+        finally:
+            stream.close()
+            polling.close()
+            raw.close()
+
+    ours, peer = contenders[0], contenders[2]
+    base = median(peer.wall)
+    header = (
+        f"{'contender':<38} {'median ms':>9} {'p95 ms':>8} {'mean ms':>8} {'x raw':>6} "
+        f"{'cpu ms':>7} {'x raw':>6} {'req/call':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    base_cpu = median(peer.cpu)
+    for c in contenders:
+        med = median(c.wall)
+        cpu = median(c.cpu)
+        lines.append(
+            f"{c.name:<38} {med * 1e3:>9.3f} {percentile(c.wall, 95) * 1e3:>8.3f} "
+            f"{sum(c.wall) / len(c.wall) * 1e3:>8.3f} {med / base:>6.3f} "
+            f"{cpu * 1e3:>7.3f} {cpu / base_cpu:>6.3f} {c.requests_per_call:>8.1f}"
+        )
+    ratio = median(ours.wall) / base
+    checks = [(f"falwrap run <= {GOAL_RATIO}x raw subscribe per call (median {ratio:.3f}x)", ratio <= GOAL_RATIO)]
+    summary = [
+        Summary(
+            "per-call time, zero-latency job (median)",
+            f"{median(ours.wall) * 1e3:.2f} ms",
+            f"{base * 1e3:.2f} ms",
+            f"{ratio:.3f}x",
+            f"<= {GOAL_RATIO}x",
+            ratio <= GOAL_RATIO,
+        )
+    ]
+    return lines, checks, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table; 0 when falwrap meets its goal."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--calls", type=int, default=300, help="calls per contender (default 300)")
+    parser.add_argument("--quick", action="store_true", help="100 calls per contender")
+    args = parser.parse_args(argv)
+    calls = 100 if args.quick else args.calls
+    print(machine())
+    print(
+        f"{calls} calls per contender, interleaved; FakeFal(latency=0) in a child process; "
+        f"{MODEL} {ARGUMENTS}; requests counted over {COUNT_CALLS} calls each"
+    )
+    print()
+    lines, checks, _ = run(calls)
+    print("\n".join(lines))
+    print()
+    print_checks(checks)
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
