@@ -11,20 +11,12 @@ from typing import Any
 
 import attrs
 
+from falwrap.catalog import IMAGE_SIZE_PRESETS
 from falwrap.testing.media import MAX_SIDE, jpeg_bytes, png_bytes, sample_mp4
 from falwrap.testing.models import FakeModel
 
 __all__ = ["IMAGE_SIZE_PRESETS", "FileStore", "build_output", "resolve_image_size"]
 
-#: flux's ``image_size`` presets (FAL_PROTOCOL.md, "Outputs and inputs").
-IMAGE_SIZE_PRESETS: Mapping[str, tuple[int, int]] = {
-    "square_hd": (1024, 1024),
-    "square": (512, 512),
-    "portrait_4_3": (768, 1024),
-    "portrait_16_9": (576, 1024),
-    "landscape_4_3": (1024, 768),
-    "landscape_16_9": (1024, 576),
-}
 DEFAULT_IMAGE_SIZE = "landscape_4_3"
 
 #: flux-pro v1.1 ultra takes ``aspect_ratio`` instead and renders about 4 megapixels.
