@@ -117,6 +117,7 @@ class _Pending:
     started: float
     model: ModelInfo | None
     arguments: Mapping[str, Any]
+    operation: str
 
 
 @attrs.frozen
@@ -402,6 +403,7 @@ class FalClient:
         """
         with self._recording_precheck_failures(model_id, operation):
             info, args = self._prepare(model_id, arguments)
+        self._reap_abandoned()
         started = time.monotonic()
         deadline = started + self.config.timeouts.image
         estimate = self._estimate(info, args)
@@ -416,7 +418,7 @@ class FalClient:
             self._record(model_id, operation, started, Decimal(0), exc, None, reservation)
             raise
         with self._lock:
-            self._pending[handle.request_id] = _Pending(reservation, slot, started, info, args)
+            self._pending[handle.request_id] = _Pending(reservation, slot, started, info, args, operation)
         return JobHandle(
             request_id=handle.request_id,
             model_id=model_id,
@@ -428,6 +430,31 @@ class FalClient:
             estimate_usd=estimate,
         )
 
+    def _reap_abandoned(self) -> None:
+        """Settle jobs submitted here whose result nobody fetched within the longest deadline.
+
+        Without this, an app that submits and never asks for the result would
+        hold a concurrency slot and a budget reservation for ever.
+        """
+        horizon = time.monotonic() - max(self.config.timeouts.video_long, self.config.timeouts.image)
+        with self._lock:
+            stale = [(rid, p) for rid, p in self._pending.items() if p.started < horizon]
+        for request_id, pending in stale:
+            error = ModelError(
+                f"Request {request_id} was submitted but its result was never fetched; stopped tracking it.",
+                error_code="ABANDONED",
+                request_id=request_id,
+            )
+            with self._lock:
+                if self._pending.pop(request_id, None) is None:
+                    continue
+            if pending.slot is not None:
+                pending.slot.release()
+            model_id = pending.model.id if pending.model is not None else "(unknown)"
+            self._record(
+                model_id, pending.operation, pending.started, Decimal(0), error, request_id, pending.reservation
+            )
+
     def status(self, handle: JobHandle) -> JobStatus:
         """Ask fal once where the job stands (retrying transient failures briefly).
 
@@ -436,9 +463,17 @@ class FalClient:
         """
         deadline = time.monotonic() + self.config.timeouts.queue_status * (self.config.retry.max_retries + 1)
         fal_handle = self._fal_handle(handle)
-        return self._with_follow_retries(
+        status = self._with_follow_retries(
             "status", handle.model_id, handle.request_id, deadline, lambda: self._poll_once(fal_handle)
         )
+        if status.done:
+            # The job no longer runs at fal: free its concurrency slot now rather than
+            # when (or if) the app fetches the result.
+            with self._lock:
+                pending = self._pending.get(handle.request_id)
+            if pending is not None and pending.slot is not None:
+                pending.slot.release()
+        return status
 
     def result(self, handle: JobHandle, *, timeout: float | None = None) -> dict[str, Any]:
         """Wait for the job if needed, then return its output and record the call in the ledger.

@@ -269,3 +269,40 @@ def test_no_thread_outlives_a_call(fal: FakeFal) -> None:
     # The emulator's own connection threads are the server's, not the client's.
     leftover = [t for t in threading.enumerate() if t not in before and not t.name.startswith("fakefal")]
     assert leftover == []
+
+
+def test_status_of_a_finished_job_frees_its_concurrency_slot() -> None:
+    """A submitted job holds a slot until status() sees it finished, even before result() is called."""
+    with FakeFal(latency=0.05) as server:
+        rate = RateLimitConfig(requests_per_minute=600_000, burst=100, max_concurrent=1)
+        with FalClient(FalConfig(api_key=server.key, base_url=server.url, rate_limit=rate)) as c:
+            handle = c.submit("fal-ai/flux/schnell", {"prompt": "one"})
+            assert c.limiter.concurrency is not None
+            assert c.limiter.concurrency.in_flight() == 1
+            deadline = time.monotonic() + 5
+            while not c.status(handle).done and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert c.limiter.concurrency.in_flight() == 0
+            assert c.result(handle)["images"]
+            assert len(c.ledger.records()) == 1
+
+
+def test_abandoned_submissions_are_reaped(fal: FakeFal) -> None:
+    """A submission whose result is never fetched is settled after the longest deadline: slot, budget, record."""
+    from falwrap import Timeouts
+
+    timeouts = Timeouts(image=0.2, video_short=0.2, video_standard=0.2, video_long=0.2)
+    rate = RateLimitConfig(requests_per_minute=600_000, burst=100, max_concurrent=1)
+    config = FalConfig(
+        api_key=fal.key, base_url=fal.url, timeouts=timeouts, rate_limit=rate, daily_budget_usd=Decimal("1")
+    )
+    with FalClient(config) as c:
+        first = c.submit("fal-ai/flux/schnell", {"prompt": "never fetched"})
+        assert c.ledger.reserved() > 0
+        time.sleep(0.3)
+        second = c.submit("fal-ai/flux/schnell", {"prompt": "next"})
+        (record,) = c.ledger.records()
+        assert record.request_id == first.request_id
+        assert record.error_code == "ABANDONED"
+        assert c.result(second)["images"]
+        assert c.ledger.reserved() == 0
