@@ -189,6 +189,11 @@ def run(rounds: int, concurrency: int) -> tuple[list[str], list[tuple[str, bool]
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table; 0 when falwrap meets its goals."""
+    return bench(argv)[0]
+
+
+def bench(argv: list[str] | None = None) -> tuple[int, list[Summary]]:
+    """Run the benchmark and print the table; the exit status and the suite's summary lines."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4, help="waves per contender (default 4)")
     parser.add_argument("--concurrency", type=int, default=16, help="jobs at once in a wave (default 16)")
@@ -202,11 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         "latency = call returned - FakeFal completed_at"
     )
     print()
-    lines, checks, _ = run(rounds, args.concurrency)
+    lines, checks, summary = run(rounds, args.concurrency)
     print("\n".join(lines))
     print()
     print_checks(checks)
-    return 0 if all(ok for _, ok in checks) else 1
+    return (0 if all(ok for _, ok in checks) else 1), summary
 
 
 if __name__ == "__main__":

@@ -143,6 +143,11 @@ def run(calls: int) -> tuple[list[str], list[tuple[str, bool]], list[Summary]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table; 0 when falwrap meets its goal."""
+    return bench(argv)[0]
+
+
+def bench(argv: list[str] | None = None) -> tuple[int, list[Summary]]:
+    """Run the benchmark and print the table; the exit status and the suite's summary lines."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--calls", type=int, default=300, help="calls per contender (default 300)")
     parser.add_argument("--quick", action="store_true", help="100 calls per contender")
@@ -154,11 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{MODEL} {ARGUMENTS}; requests counted over {COUNT_CALLS} calls each"
     )
     print()
-    lines, checks, _ = run(calls)
+    lines, checks, summary = run(calls)
     print("\n".join(lines))
     print()
     print_checks(checks)
-    return 0 if all(ok for _, ok in checks) else 1
+    return (0 if all(ok for _, ok in checks) else 1), summary
 
 
 if __name__ == "__main__":

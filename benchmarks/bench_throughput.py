@@ -177,6 +177,11 @@ def run(jobs: int, threads: int = THREADS) -> tuple[list[str], list[tuple[str, b
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table; 0 when falwrap meets its goals."""
+    return bench(argv)[0]
+
+
+def bench(argv: list[str] | None = None) -> tuple[int, list[Summary]]:
+    """Run the benchmark and print the table; the exit status and the suite's summary lines."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000, help="jobs per contender (default 2000)")
     parser.add_argument("--threads", type=int, default=THREADS, help=f"threads per contender (default {THREADS})")
@@ -189,11 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         "(A B C C B A); FakeFal(latency=0) in a child process; CPU: client = this process, server = the child"
     )
     print()
-    lines, checks, _ = run(jobs, args.threads)
+    lines, checks, summary = run(jobs, args.threads)
     print("\n".join(lines))
     print()
     print_checks(checks)
-    return 0 if all(ok for _, ok in checks) else 1
+    return (0 if all(ok for _, ok in checks) else 1), summary
 
 
 if __name__ == "__main__":
