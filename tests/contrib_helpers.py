@@ -100,8 +100,8 @@ def post_worker_init(worker):
 
 
 @attrs.define
-class Gunicorn:
-    """A running gunicorn: its URL and what it printed so far (a thread keeps reading)."""
+class Server:
+    """A server process: its URL and what it printed so far (a thread keeps reading)."""
 
     url: str
     _lines: list[str] = attrs.field(factory=list)
@@ -128,14 +128,50 @@ class Gunicorn:
 
 
 @contextlib.contextmanager
-def gunicorn(app: str, chdir: Path, env: Mapping[str, str], *, workers: int, threads: int) -> Iterator[Gunicorn]:
+def _serve(command: list[str], env: Mapping[str, str], ready: str, expected: int) -> Iterator[tuple[Server, list[str]]]:
+    """Run a server process until ``expected`` output lines start with ``ready``; stop it after."""
+    base_env = {k: v for k, v in os.environ.items() if k not in AMBIENT}
+    pythonpath = os.pathsep.join([str(ROOT), str(Path(__file__).parent)])
+    proc = subprocess.Popen(
+        command,
+        env={**base_env, "PYTHONPATH": pythonpath, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    server = Server("")
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: [server.add(line) for line in proc.stdout or ()], daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(lines := server.lines(ready)) < expected:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                reader.join(timeout=2)
+                state = f"exited with {proc.returncode}" if proc.poll() is not None else "not ready within 60 s"
+                output = "\n".join(server.lines()[-60:])
+                pytest.fail(f"{command[2:4]} {state}; {len(server.lines(ready))}/{expected} ready:\n{output}")
+            time.sleep(0.05)
+        yield server, lines
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=5)
+        proc.stdout.close()
+
+
+@contextlib.contextmanager
+def gunicorn(app: str, chdir: Path, env: Mapping[str, str], *, workers: int, threads: int) -> Iterator[Server]:
     """Run gunicorn on a free 127.0.0.1 port until every worker has loaded the app; stop it after.
 
     Waiting for the workers matters: requests fired while workers are still
     importing Django would measure start-up contention, not the rate limiter.
     """
     port = free_port()
-    base_env = {k: v for k, v in os.environ.items() if k not in AMBIENT}
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "gunicorn_conf.py"
         conf.write_text(_GUNICORN_CONF)
@@ -145,33 +181,15 @@ def gunicorn(app: str, chdir: Path, env: Mapping[str, str], *, workers: int, thr
             "--workers", str(workers), "--threads", str(threads),
             "--chdir", str(chdir), "--timeout", "60", "--graceful-timeout", "2", "--log-level", "warning",
         ]  # fmt: skip
-        proc = subprocess.Popen(
-            command,
-            env={**base_env, "PYTHONPATH": str(ROOT), **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        server = Gunicorn(f"http://127.0.0.1:{port}")
-        assert proc.stdout is not None
-        reader = threading.Thread(target=lambda: [server.add(line) for line in proc.stdout or ()], daemon=True)
-        reader.start()
-        try:
-            deadline = time.monotonic() + 30
-            while len(server.lines("falwrap-worker-ready")) < workers:
-                if proc.poll() is not None:
-                    reader.join(timeout=2)
-                    pytest.fail(f"gunicorn exited with {proc.returncode}:\n" + "\n".join(server.lines()))
-                if time.monotonic() > deadline:
-                    pytest.fail("gunicorn workers not ready within 30 s:\n" + "\n".join(server.lines()))
-                time.sleep(0.05)
+        with _serve(command, env, "falwrap-worker-ready", workers) as (server, _):
+            server.url = f"http://127.0.0.1:{port}"
             yield server
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            reader.join(timeout=5)
-            proc.stdout.close()
+
+
+@contextlib.contextmanager
+def werkzeug(env: Mapping[str, str]) -> Iterator[Server]:
+    """Run the Flask example under werkzeug's threaded server in its own process; stop it after."""
+    command = [sys.executable, str(Path(__file__).with_name("contrib_flask_server.py"))]
+    with _serve(command, env, "falwrap-werkzeug-ready", 1) as (server, lines):
+        server.url = f"http://127.0.0.1:{lines[0].split()[1]}"
+        yield server

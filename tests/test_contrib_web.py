@@ -216,3 +216,16 @@ def test_stats_report_is_readable_and_scoped(monkeypatch: pytest.MonkeyPatch) ->
     assert "avg 812  p50 800  p95 -" in text
     assert "fal-ai/flux/schnell  calls     3  cost $0.006" in text
     assert "all processes" in text
+
+
+def test_env_file_location_comes_from_the_framework_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FALWRAP_ENV_FILE: the framework's value wins (None or "" = no file), else the environment's, else .env."""
+    from falwrap.contrib._common import env_file_setting
+
+    monkeypatch.delenv("FALWRAP_ENV_FILE", raising=False)
+    assert env_file_setting(...) == ".env"
+    monkeypatch.setenv("FALWRAP_ENV_FILE", "/etc/app/fal.env")
+    assert env_file_setting(...) == "/etc/app/fal.env"
+    assert env_file_setting("local.env") == "local.env"
+    assert env_file_setting(None) is None
+    assert env_file_setting("") is None

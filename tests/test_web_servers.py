@@ -1,13 +1,13 @@
 """The example apps under real servers: threads sharing one client, and gunicorn workers sharing Redis.
 
-Every request goes over loopback HTTP: test -> web server -> falwrap -> FakeFal.
+Every request goes over loopback HTTP: load generator -> web server -> falwrap -> FakeFal, each
+in its own process, so that no GIL is shared between the server under test and the emulator.
 FakeFal stamps each submit's arrival (``submit_times``), so the spacing the
 rate limiter enforced is measured where fal would see it.
 """
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,22 +19,17 @@ import pytest
 from contrib_helpers import (
     DJANGO_EXAMPLE,
     FLASK_EXAMPLE,
-    add_example_paths,
     clear_ambient,
     fire,
     gaps,
     gunicorn,
     http_json,
+    werkzeug,
 )
-from werkzeug.serving import make_server
 
 from falwrap import FalConfig
 from falwrap.catalog import MODEL_CATALOG, estimate_cost
 from falwrap.testing import FakeFal
-
-add_example_paths()
-
-from demo_flask import create_app  # noqa: E402 - the example lives outside the package
 
 SCHNELL = "fal-ai/flux/schnell"
 PROMPT = {"prompt": "a lighthouse at dusk"}
@@ -97,28 +92,16 @@ def _env(fal: FakeFal, **extra: str) -> dict[str, str]:
 @pytest.mark.slow
 def test_flask_threaded_server_serves_32_concurrent_image_calls_within_the_rate(fal: FakeFal) -> None:
     """werkzeug, threaded: 32 simultaneous /image calls all succeed, 50 ms apart at fal, 32 in the ledger."""
-    app = create_app(
-        {"FAL_KEY": fal.key, "FAL_BASE_URL": fal.url, "FAL_REQUESTS_PER_MINUTE": RATE, "FALWRAP_ENV_FILE": None}
-    )
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        answers = fire(f"http://127.0.0.1:{server.server_port}/image", 32, PROMPT)
-    finally:
-        server.shutdown()
-        thread.join()
-    client = app.extensions["falwrap"]
-    try:
-        assert [status for status, _, _ in answers] == [200] * 32
-        assert len({body["request_id"] for _, body, _ in answers}) == 32
-        assert fal.submissions == 32
-        _assert_spaced(fal.submit_times, 32)
-        stats = client.stats()
-        assert stats["total_calls"] == stats["successes"] == 32
-        assert client.daily_cost() == 32 * estimate_cost(MODEL_CATALOG[SCHNELL], PROMPT)
-    finally:
-        client.close()
+    with werkzeug(_env(fal)) as server:
+        answers = fire(f"{server.url}/image", 32, PROMPT)
+        status, stats, _ = http_json("GET", f"{server.url}/stats")
+    assert [s for s, _, _ in answers] == [200] * 32, [b for s, b, _ in answers if s != 200][:1]
+    assert len({body["request_id"] for _, body, _ in answers}) == 32
+    assert fal.submissions == 32
+    _assert_spaced(fal.submit_times, 32)
+    assert status == 200
+    assert stats["stats"]["total_calls"] == stats["stats"]["successes"] == 32
+    assert Decimal(stats["daily_cost_usd"]) == 32 * estimate_cost(MODEL_CATALOG[SCHNELL], PROMPT)
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from falwrap.errors import ConfigurationError
 __all__ = [
     "KNOWN_NAMES",
     "config_from_settings",
+    "env_file_setting",
     "has_api_key",
     "likely_workers",
     "merged_values",
@@ -73,6 +74,24 @@ def _as_text(value: Any) -> str:
         return str(os.fspath(value))
     msg = f"{type(value).__name__} {value!r} is not valid: expected a string or a number."
     raise ConfigurationError(msg)
+
+
+def env_file_setting(configured: Any = None) -> str | os.PathLike[str] | None:
+    """Where the dotenv file is: the framework's ``FALWRAP_ENV_FILE``, else the environment's, else ``.env``.
+
+    An empty string or ``None`` set in the framework means: read no file.
+
+    Args:
+        configured: The framework's ``FALWRAP_ENV_FILE`` value; ``...`` (Ellipsis) when it has none.
+
+    Returns:
+        The path, or ``None``.
+    """
+    value = os.environ.get("FALWRAP_ENV_FILE", ".env") if configured is ... else configured
+    if value is None or value == "":
+        return None
+    path: str | os.PathLike[str] = value
+    return path
 
 
 def merged_values(

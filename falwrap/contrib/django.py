@@ -11,8 +11,8 @@ Add the app, then configure with the environment variables' names::
     }
 
 Names left out of ``FALWRAP`` fall back to the environment, then to the
-``.env`` file (``settings.FALWRAP_ENV_FILE``, default ``".env"``; ``None``
-reads none). In a view::
+``.env`` file (``settings.FALWRAP_ENV_FILE``, else the ``FALWRAP_ENV_FILE``
+environment variable, default ``".env"``; ``None`` reads none). In a view::
 
     from falwrap.contrib.django import get_client
     result = get_client().image("a lighthouse at dusk")
@@ -69,8 +69,7 @@ def _settings_mapping() -> Mapping[str, Any]:
 
 
 def _env_file() -> str | os.PathLike[str] | None:
-    value: str | os.PathLike[str] | None = getattr(settings, "FALWRAP_ENV_FILE", ".env")
-    return value
+    return _common.env_file_setting(getattr(settings, "FALWRAP_ENV_FILE", ...))
 
 
 def _merged() -> dict[str, str]:

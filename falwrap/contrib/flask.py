@@ -3,7 +3,8 @@
 Use the environment variables' names as config keys (``FAL_KEY``,
 ``FAL_REQUESTS_PER_MINUTE``, ``FALWRAP_REDIS_URL``, ... see ``.env.example``);
 names left unset fall back to the environment, then to the ``.env`` file
-(``FALWRAP_ENV_FILE``, default ``".env"``; ``None`` reads none)::
+(``FALWRAP_ENV_FILE`` in ``app.config`` or the environment, default ``".env"``;
+``None`` reads none)::
 
     app = Flask(__name__)
     app.config["FAL_DAILY_BUDGET_USD"] = "25.00"
@@ -25,7 +26,6 @@ stores the client at ``app.extensions["falwrap"]`` and the job store at
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import attrs
@@ -116,7 +116,7 @@ class FalWrap:
         Raises:
             ConfigurationError: no key, or an invalid value (the message names it).
         """
-        env_file: str | os.PathLike[str] | None = app.config.get("FALWRAP_ENV_FILE", ".env")
+        env_file = _common.env_file_setting(app.config.get("FALWRAP_ENV_FILE", ...))
         config = _common.config_from_settings(_settings(app), env_file=env_file)
         client = FalClient(config)
         app.extensions[EXTENSION_KEY] = client
