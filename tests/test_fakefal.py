@@ -454,6 +454,45 @@ def test_stall_fault_then_close_or_respond(fal: FakeFal) -> None:
     assert fal.submissions == 1
 
 
+def test_cut_after_drops_the_stream_mid_job_then_streams_normally() -> None:
+    """Fault.cut_after(n) sends n status events, then closes mid-body; the job runs on and the next stream is whole."""
+    with FakeFal(latency=0.3) as fal:
+        fal.inject("stream", Fault.cut_after(1))
+        handle = submit(raw(fal))
+        events: list[dict[str, Any]] = []
+        url = handle["status_url"] + "/stream"
+        with pytest.raises(httpx.RemoteProtocolError), raw(fal).stream("GET", url, params={"logs": 1}) as response:
+            assert response.status_code == 200
+            events.extend(json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: "))
+        assert [e["status"] for e in events] == ["IN_PROGRESS"]
+        rest, _, _ = read_events(fal, handle)
+        assert rest[-1]["status"] == "COMPLETED"
+        assert fal.counters["stream"] == 2 and fal.submissions == 1
+        (view,) = fal.jobs.values()
+        assert view.outcome == "ok"
+
+
+def test_cut_after_zero_events_and_a_completed_stream() -> None:
+    """cut_after(0) drops the stream right after its headers; a stream whose job completes in time ends whole."""
+    with FakeFal(latency=0.05) as fal:
+        fal.inject("stream", Fault.cut_after(0))
+        handle = submit(raw(fal))
+        with pytest.raises(httpx.RemoteProtocolError), raw(fal).stream("GET", handle["status_url"] + "/stream") as r:
+            r.read()
+        time.sleep(0.1)  # the job is COMPLETED now: its stream is one event
+        fal.inject("stream", Fault.cut_after(1))
+        events, _, _ = read_events(fal, handle)
+        assert [e["status"] for e in events] == ["COMPLETED"]
+
+
+def test_cut_after_is_only_for_the_stream_route(fal: FakeFal) -> None:
+    """cut_after is refused on other routes and with a negative count."""
+    with pytest.raises(ValueError, match="stream"):
+        fal.inject("status", Fault.cut_after(1))
+    with pytest.raises(ValueError, match="events"):
+        Fault.cut_after(-1)
+
+
 def test_inject_rejects_unknown_route(fal: FakeFal) -> None:
     """inject validates the route name and the count."""
     with pytest.raises(ValueError, match="unknown route"):

@@ -16,7 +16,7 @@ __all__ = ["ROUTES", "Fault", "FaultQueue"]
 #: Route names used by ``FakeFal.inject`` and ``FakeFal.counters``.
 ROUTES = ("submit", "status", "stream", "result", "cancel", "upload", "pricing", "file")
 
-FaultKind = Literal["http", "reset", "stall", "malformed_json"]
+FaultKind = Literal["http", "reset", "stall", "malformed_json", "cut"]
 
 _NGINX_PAGE = (
     "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
@@ -46,13 +46,14 @@ class Fault:
     already paid.
 
     Attributes:
-        kind: ``"http"``, ``"reset"``, ``"stall"`` or ``"malformed_json"``.
+        kind: ``"http"``, ``"reset"``, ``"stall"``, ``"malformed_json"`` or ``"cut"``.
         status: HTTP status for ``http`` and ``malformed_json``.
         body: response body bytes for ``http``.
         headers: response headers for ``http``.
         seconds: how long a ``stall`` sends nothing.
         then: after a stall, ``"close"`` the connection or ``"respond"`` normally.
         after_processing: handle the request normally first, then apply the fault.
+        events: for ``cut``, how many status events the stream delivers before the connection drops.
     """
 
     kind: FaultKind
@@ -62,6 +63,7 @@ class Fault:
     seconds: float = 0.0
     then: Literal["close", "respond"] = "close"
     after_processing: bool = False
+    events: int = 0
 
     @classmethod
     def http(
@@ -215,6 +217,31 @@ class Fault:
         )
 
     @classmethod
+    def cut_after(cls, events: int) -> Fault:
+        """A status stream that delivers ``events`` status events, then loses its connection mid-job.
+
+        Only for the ``stream`` route. The stream is answered normally (200,
+        ``text/event-stream``); after the ``events``-th ``data:`` event the server
+        closes the connection without ending the chunked body, as a proxy that
+        drops a long-lived connection does. Keep-alive comments are not counted.
+        A job that completes within ``events`` events gets its whole stream, and
+        an error answer (an unknown request's 404) is sent whole.
+
+        Args:
+            events: status events sent before the cut (0: the stream opens, then drops).
+
+        Returns:
+            The fault.
+
+        Raises:
+            ValueError: when ``events < 0``.
+        """
+        if events < 0:
+            msg = f"events must be >= 0, got {events}"
+            raise ValueError(msg)
+        return cls(kind="cut", events=events, after_processing=True)
+
+    @classmethod
     def after(cls, fault: Fault) -> Fault:
         """The same fault applied after the server handled the request.
 
@@ -254,10 +281,13 @@ class FaultQueue:
             model: only requests for this endpoint id (None: any request).
 
         Raises:
-            ValueError: for an unknown route or ``times < 1``.
+            ValueError: for an unknown route, ``times < 1``, or a ``cut`` fault on a route other than ``stream``.
         """
         if route not in ROUTES:
             msg = f"unknown route {route!r}; expected one of {', '.join(ROUTES)}"
+            raise ValueError(msg)
+        if fault.kind == "cut" and route != "stream":
+            msg = f"Fault.cut_after only applies to the 'stream' route, not {route!r}"
             raise ValueError(msg)
         if times < 1:
             msg = f"times must be >= 1, got {times}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 import struct
@@ -173,6 +174,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._apply(fault)
                 return
         answer = server.api.dispatch(route, request)
+        cut = None
+        if fault is not None and fault.kind == "cut":
+            cut, fault = fault.events, None
         if fault is not None:
             if fault.kind == "stall":
                 if server.stopping.wait(fault.seconds) or fault.then == "close":
@@ -182,7 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._apply(fault)
                 return
         if isinstance(answer, EventStream):
-            self._send_stream(answer)
+            self._send_stream(answer, cut)
         else:
             self._send(answer, head=head)
 
@@ -218,10 +222,26 @@ class _Handler(BaseHTTPRequestHandler):
         # One write per response: fewer syscalls, no small-packet delays.
         self.wfile.write(head_bytes if head else head_bytes + response.body)
 
-    def _send_stream(self, stream: EventStream) -> None:
+    def _send_stream(self, stream: EventStream, cut_after: int | None = None) -> None:
+        """Send an event stream; with ``cut_after``, drop the connection after that many ``data:`` events."""
         lines = ["HTTP/1.1 200 OK", *(f"{name}: {value}" for name, value in stream.headers)]
         lines += ["Transfer-Encoding: chunked", f"Date: {self.date_time_string()}"]
         self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        for chunk in stream.chunks():
+        if cut_after == 0:
+            self._reset(graceful=True)
+            return
+        sent = 0
+        chunks = stream.chunks()
+        for chunk in chunks:
             self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            if not chunk.startswith(b"data:"):
+                continue
+            sent += 1
+            # COMPLETED is the stream's last event: a stream that got that far ends whole.
+            if cut_after is not None and sent >= cut_after and json.loads(chunk[5:])["status"] != "COMPLETED":
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()  # a generator: let it finish now, not when collected
+                self._reset(graceful=True)
+                return
         self.wfile.write(b"0\r\n\r\n")
