@@ -148,7 +148,6 @@ def reset() -> None:
     for pid, value in entries:
         if pid == os.getpid() and isinstance(value, FalClient):
             value.close()
-            value.limiter.close()
 
 
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
