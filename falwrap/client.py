@@ -25,7 +25,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from functools import cached_property
@@ -112,7 +112,7 @@ class _RoutedSyncClient(fal_client.SyncClient):
 class _Pending:
     """Bookkeeping for a job submitted with :meth:`FalClient.submit` and not yet settled."""
 
-    reservation: Reservation
+    reservation: Reservation | None
     slot: Any
     started: float
     model: ModelInfo | None
@@ -409,7 +409,7 @@ class FalClient:
         estimate = self._estimate(info, args)
         reservation = slot = None
         try:
-            reservation = self.ledger.reserve(estimate, model_id=model_id)
+            reservation = self._reserve(info, args, model_id, estimate)
             slot = self._acquire_slot(deadline)
             handle, _policy = self._submit(model_id, args, deadline, RetryPolicy.from_config(self.config.retry))
         except BaseException as exc:
@@ -497,10 +497,11 @@ class FalClient:
         fal_handle = self._fal_handle(handle)
         try:
             try:
-                status = self._follow(fal_handle, handle.model_id, deadline, None, time.monotonic(), None)
-                if status.failed:
-                    raise self._job_error(fal_handle, handle.model_id, status, deadline, attempts=1)
-                outcome = self._fetch_result(fal_handle, handle.model_id, deadline)
+                with ExitStack() as later:
+                    status = self._follow(fal_handle, handle.model_id, deadline, None, time.monotonic(), None, later)
+                    if status.failed:
+                        raise self._job_error(fal_handle, handle.model_id, status, deadline, attempts=1)
+                    outcome = self._fetch_result(fal_handle, handle.model_id, deadline)
                 cost = self._actual_cost(info, outcome, arguments)
             except _Deadline:
                 self._cancel_quietly(fal_handle, handle.model_id)
@@ -637,6 +638,19 @@ class FalClient:
     def _estimate(self, info: ModelInfo | None, arguments: Mapping[str, Any]) -> Decimal:
         return estimate_cost(info, arguments) if info is not None else Decimal(0)
 
+    def _reserve(
+        self,
+        info: ModelInfo | None,
+        arguments: Mapping[str, Any],
+        model_id: str,
+        estimate: Decimal | None = None,
+    ) -> Reservation | None:
+        """Hold the estimate against today's budget; without a budget there is nothing to hold."""
+        if self.ledger.daily_budget_usd is None:
+            return None
+        amount = estimate if estimate is not None else self._estimate(info, arguments)
+        return self.ledger.reserve(amount, model_id=model_id)
+
     def _actual_cost(self, info: ModelInfo | None, outcome: _Outcome, arguments: Mapping[str, Any]) -> Decimal:
         if info is None:
             return Decimal(0)
@@ -658,7 +672,7 @@ class FalClient:
         cost = Decimal(0)
         error: BaseException | None = None
         try:
-            reservation = self.ledger.reserve(self._estimate(info, arguments), model_id=model_id)
+            reservation = self._reserve(info, arguments, model_id)
             outcome = self._run_job(model_id, arguments, started, deadline, timeout, on_progress)
             cost = self._actual_cost(info, outcome, arguments)
             return outcome, cost, int((time.monotonic() - started) * 1000)
@@ -684,10 +698,11 @@ class FalClient:
             try:
                 handle, policy = self._submit(model_id, arguments, deadline, policy)
                 try:
-                    status = self._follow(handle, model_id, deadline, on_progress, started, slot)
-                    if not status.failed:
-                        return self._fetch_result(handle, model_id, deadline)
-                    error = self._job_error(handle, model_id, status, deadline, policy.attempts)
+                    with ExitStack() as later:
+                        status = self._follow(handle, model_id, deadline, on_progress, started, slot, later)
+                        if not status.failed:
+                            return self._fetch_result(handle, model_id, deadline)
+                        error = self._job_error(handle, model_id, status, deadline, policy.attempts)
                 except _Deadline:
                     self._cancel_quietly(handle, model_id)
                     self._raise_timeout(model_id, handle.request_id, timeout)
@@ -756,7 +771,13 @@ class FalClient:
         on_progress: ProgressCallback | None,
         started: float,
         slot: Any,
+        later: ExitStack,
     ) -> JobStatus:
+        """Follow the job until it completes; return its final status.
+
+        ``later`` receives clean-up that can wait until the result is fetched
+        (reading the status stream to its end, so its connection is reused).
+        """
         seen: set[tuple[Any, ...]] = set()
         lease = getattr(slot, "lease_seconds", None)
         renewed = [time.monotonic()]
@@ -785,11 +806,13 @@ class FalClient:
                 )
             )
 
+        # Logs are only worth their bytes (and, on the stream, their extra events) to a listener.
+        logs = on_progress is not None
         if self._stream_supported:
-            final = self._follow_stream(handle, model_id, deadline, emit)
+            final = self._follow_stream(handle, model_id, deadline, emit, logs, later)
             if final is not None:
                 return final
-        return self._follow_polling(handle, model_id, deadline, emit)
+        return self._follow_polling(handle, model_id, deadline, emit, logs)
 
     def _follow_stream(
         self,
@@ -797,24 +820,36 @@ class FalClient:
         model_id: str,
         deadline: float,
         emit: Callable[[JobStatus], None],
+        logs: bool,
+        later: ExitStack,
     ) -> JobStatus | None:
         """Follow the job on fal's status stream; ``None`` means: fall back to polling."""
         request = self._http.build_request(
-            "GET", f"{handle.status_url}/stream", params={"logs": "1"}, extensions={"falwrap_stream": True}
+            "GET",
+            f"{handle.status_url}/stream",
+            params={"logs": "1" if logs else "0"},
+            extensions={"falwrap_stream": True},
         )
         try:
             with budget(deadline, None):
                 response = self._http.send(request, stream=True)
+                keep_open = False
                 try:
-                    for event in EventSource(response).iter_sse():
+                    events = EventSource(response).iter_sse()
+                    for event in events:
                         if not event.data:
                             continue
                         status = _parse_status(handle.request_id, json.loads(event.data))
                         emit(status)
                         if status.done:
+                            # Drained after the result is fetched: by then fal's end of
+                            # stream has arrived, so nobody waits for it.
+                            later.callback(_drain, events, response, handle.request_id)
+                            keep_open = True
                             return status
                 finally:
-                    response.close()
+                    if not keep_open:
+                        response.close()
         except DeadlineExceeded:
             raise _Deadline(handle.request_id) from None
         except ExchangeError as exc:
@@ -836,11 +871,12 @@ class FalClient:
         model_id: str,
         deadline: float,
         emit: Callable[[JobStatus], None],
+        logs: bool = True,
     ) -> JobStatus:
-        interval = self.config.poll_interval
+        since = time.monotonic()
         while True:
             status = self._with_follow_retries(
-                "status", model_id, handle.request_id, deadline, lambda: self._poll_once(handle)
+                "status", model_id, handle.request_id, deadline, lambda: self._poll_once(handle, logs)
             )
             emit(status)
             if status.done:
@@ -848,11 +884,14 @@ class FalClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _Deadline(handle.request_id)
+            # Poll often at first, then about ten times over the job's age so far: a finished
+            # job is noticed within ~10% of its run time, and long jobs cost few requests.
+            age = time.monotonic() - since
+            interval = min(max(self.config.poll_interval, age / 10), MAX_POLL_INTERVAL)
             time.sleep(min(interval, remaining))
-            interval = min(interval * 1.5, MAX_POLL_INTERVAL)
 
-    def _poll_once(self, handle: fal_client.SyncRequestHandle) -> JobStatus:
-        status: fal_client.Status = handle.status(with_logs=True)
+    def _poll_once(self, handle: fal_client.SyncRequestHandle, logs: bool = True) -> JobStatus:
+        status: fal_client.Status = handle.status(with_logs=logs)
         return _from_fal_status(handle.request_id, status)
 
     def _cancel_once(self, handle: fal_client.SyncRequestHandle) -> bool:
@@ -1095,6 +1134,22 @@ class FalClient:
             # must get, not a bookkeeping failure. The record goes to the log in full so
             # it can be reconciled, and the reservation lapses by its TTL.
             logger.exception("[falwrap] could not store the call record %s", record.to_dict())
+
+
+def _drain(events: Iterator[Any], response: httpx.Response, request_id: str) -> None:
+    """Read a status stream to its end after COMPLETED, then close it, so its connection is reused.
+
+    fal closes the stream right after COMPLETED; closing it first would throw the
+    connection (and, against fal, its TLS session) away on every job. A failure
+    here only costs that reuse, never the result.
+    """
+    try:
+        for _ in events:
+            pass
+    except (httpx.HTTPError, ExchangeError, SSEError) as exc:
+        logger.debug("[falwrap] status stream for %s ended uncleanly (%r)", request_id, exc)
+    finally:
+        response.close()
 
 
 def _error_code(error: BaseException) -> str:

@@ -79,9 +79,10 @@ def test_submissions_are_paced_by_the_limiter() -> None:
         times = fal.submit_times
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert len(times) == 6
-        # The limiter grants exactly 0.1 s apart; loopback delivery and the emulator's
-        # thread scheduling add up to a few ms of arrival jitter, hence the 5 ms slack.
-        assert min(gaps) >= 0.095, gaps
+        # The limiter grants exactly 0.1 s apart (tests/test_limiter.py proves that on its own
+        # clock). Here FakeFal stamps arrivals in the same process, where the GIL and two
+        # busy cores add a few ms of jitter: each gap gets 10 ms of slack, the span none.
+        assert min(gaps) >= 0.09, gaps
         assert times[-1] - times[0] >= 0.5 - 0.005
 
 
