@@ -177,6 +177,7 @@ class FalClient:
         namespace = self.config.key_fingerprint
         self.limiter: Limiter = limiter if limiter is not None else Limiter.from_config(rate, namespace)
         self.ledger: Ledger = ledger if ledger is not None else _default_ledger(self.config, namespace)
+        self._owns_ledger = ledger is None
         if on_retry is None:
             self._hooks: tuple[RetryHook, ...] = ()
         elif callable(on_retry):
@@ -217,6 +218,10 @@ class FalClient:
         close_limiter = getattr(self.limiter, "close", None)
         if callable(close_limiter):
             close_limiter()
+        if self._owns_ledger:
+            redis_client = getattr(self.ledger, "redis", None)
+            if redis_client is not None:
+                redis_client.close()
         if "_session" in self.__dict__:
             self._session.close()
         if "_prices" in self.__dict__ and self._prices is not None:
@@ -428,6 +433,7 @@ class FalClient:
             submitted_at=datetime.now(timezone.utc),
             operation=operation,
             estimate_usd=estimate,
+            reservation_id=reservation.id if reservation is not None else None,
         )
 
     def _reap_abandoned(self) -> None:
@@ -1094,7 +1100,13 @@ class FalClient:
                 self._settled.popitem(last=False)
         if pending is not None and pending.slot is not None:
             pending.slot.release()
-        reservation = pending.reservation if pending is not None else None
+        if pending is not None:
+            reservation = pending.reservation
+        elif handle.reservation_id is not None:
+            # Submitted by another process (or before a restart): end its hold here.
+            reservation = self.ledger.adopt(handle.reservation_id, handle.estimate_usd, model_id=handle.model_id)
+        else:
+            reservation = None
         rid = request_id or handle.request_id
         self._record(handle.model_id, handle.operation, started, cost, error, rid, reservation)
 

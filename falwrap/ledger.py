@@ -469,6 +469,9 @@ class Ledger(Protocol):
     def reserve(self, amount: Decimal, *, model_id: str | None = None) -> Reservation:
         """Hold ``amount`` of today's budget, atomically; raise ``BudgetExceededError`` if it does not fit."""
 
+    def adopt(self, reservation_id: str, amount: Decimal, *, model_id: str | None = None) -> Reservation:
+        """A handle on an existing hold (made by another process), so this one can end it."""
+
     def reserved(self) -> Decimal:
         """The total currently held by open reservations."""
 
@@ -731,6 +734,23 @@ class CostLedger:
         return Reservation(
             from_micros(micros), model_id, rid, owner=self, end=self._release_hold, on_collect=self._collected.append
         )
+
+    def adopt(self, reservation_id: str, amount: Decimal, *, model_id: str | None = None) -> Reservation:
+        """A handle on a hold made earlier, possibly by another process, so that this one can end it.
+
+        For jobs submitted in one request or process and settled in another: the
+        ``JobHandle`` carries the hold's id. Ending a hold that already ended or
+        lapsed does nothing.
+
+        Args:
+            reservation_id: ``Reservation.id`` of the original hold.
+            amount: Its amount (informational).
+            model_id: Its model, if known.
+        """
+        return Reservation(
+            quantize_usd(amount), model_id, reservation_id, owner=self, end=self._release_hold,
+            on_collect=self._collected.append,
+        )  # fmt: skip
 
     def reserved(self) -> Decimal:
         """The total held by open reservations (lapsed and collected ones are dropped first)."""

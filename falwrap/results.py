@@ -159,6 +159,8 @@ class JobHandle:
         submitted_at: When the job was accepted (aware UTC).
         operation: The ledger operation name.
         estimate_usd: The cost estimated (and reserved) at submission.
+        reservation_id: The budget hold made at submission, so whichever process
+            fetches the result can end it (``None`` without a budget).
     """
 
     request_id: str
@@ -169,8 +171,9 @@ class JobHandle:
     submitted_at: datetime
     operation: str = "generate"
     estimate_usd: Decimal = Decimal(0)
+    reservation_id: str | None = None
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | None]:
         """A JSON-serialisable form."""
         return {
             "request_id": self.request_id,
@@ -181,6 +184,7 @@ class JobHandle:
             "submitted_at": self.submitted_at.isoformat(),
             "operation": self.operation,
             "estimate_usd": str(self.estimate_usd),
+            "reservation_id": self.reservation_id,
         }
 
     @classmethod
@@ -195,6 +199,7 @@ class JobHandle:
             submitted_at=datetime.fromisoformat(str(data["submitted_at"])),
             operation=str(data.get("operation", "generate")),
             estimate_usd=Decimal(str(data.get("estimate_usd", "0"))),
+            reservation_id=data.get("reservation_id"),
         )
 
 

@@ -32,6 +32,7 @@ from falwrap import (
     FalClient,
     FalConfig,
     FalwrapError,
+    JobHandle,
     RateLimitConfig,
     RateLimitTimeout,
     RetryConfig,
@@ -344,3 +345,27 @@ def test_config_evolve_keeps_budget_exact() -> None:
     config = attrs.evolve(FalConfig(api_key="a:b"), daily_budget_usd="0.30")
     with FalClient(config) as client:
         assert client.ledger.daily_budget_usd == Decimal("0.30")
+
+
+@pytest.mark.redis
+def test_submit_in_one_process_result_in_another(redis_url: str, redis_client: Any) -> None:
+    """A job submitted by one client and fetched by another (two workers) ends its hold and counts once."""
+    with FakeFal(latency=0.05) as fal:
+        rate = RateLimitConfig(requests_per_minute=600_000, redis_url=redis_url)
+        config = FalConfig(api_key=fal.key, base_url=fal.url, rate_limit=rate, daily_budget_usd=Decimal("1"))
+        try:
+            with FalClient(config) as a, FalClient(config) as b:
+                handle = a.submit(SCHNELL, {"prompt": "x"})
+                assert handle.reservation_id is not None
+                assert b.ledger.reserved() == Decimal("0.003")
+                stored = json.loads(json.dumps(handle.to_dict()))
+                assert b.result(JobHandle.from_dict(stored))["images"]
+                assert b.ledger.reserved() == 0
+                assert b.daily_cost() == Decimal("0.003")
+                # A second worker fetching the same result does not pay for it again.
+                assert a.result(handle)["images"]
+                assert a.daily_cost() == Decimal("0.003")
+                assert fal.billed_total == Decimal("0.003")
+        finally:
+            for key in redis_client.scan_iter(match=f"falwrap:{config.key_fingerprint}*", count=1000):
+                redis_client.delete(key)

@@ -69,8 +69,17 @@ DEFAULT_DAY_TTL = 35 * 24 * 3600
 # Amounts go through as the caller's strings (never Lua numbers, whose %.14g formatting
 # would turn large integers into "1e+15").
 _RECORD = """
--- KEYS: day, totals, records, durations, model durations, holds, holds expiry
--- ARGV: cost_micros, success 0/1, duration_ms, model_id, record JSON, max_records, window, day_ttl, hold id
+-- KEYS: day, totals, records, durations, model durations, holds, holds expiry, recorded-request marker
+-- ARGV: cost_micros, success 0/1, duration_ms, model_id, record JSON, max_records, window, day_ttl, hold id,
+--       request id of a success ('' otherwise)
+if ARGV[9] ~= '' then
+  redis.call('HDEL', KEYS[6], ARGV[9])
+  redis.call('ZREM', KEYS[7], ARGV[9])
+end
+-- A job's success is counted once, however many processes fetch its result.
+if ARGV[10] ~= '' and not redis.call('SET', KEYS[8], '1', 'NX', 'EX', ARGV[8]) then
+  return 0
+end
 local m = 'm:' .. ARGV[4] .. ':'
 redis.call('HINCRBY', KEYS[1], 'calls', 1)
 redis.call('HINCRBY', KEYS[1], 'successes', ARGV[2])
@@ -88,10 +97,6 @@ redis.call('LPUSH', KEYS[4], ARGV[3])
 redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[7]) - 1)
 redis.call('LPUSH', KEYS[5], ARGV[3])
 redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[7]) - 1)
-if ARGV[9] ~= '' then
-  redis.call('HDEL', KEYS[6], ARGV[9])
-  redis.call('ZREM', KEYS[7], ARGV[9])
-end
 return 1
 """
 
@@ -252,6 +257,9 @@ class RedisLedger:
             reservation: The call's hold; it is removed from Redis by the same script that adds
                 ``rec.cost_usd``, so spend is counted exactly once.
 
+        A successful record whose ``request_id`` was already recorded (two processes
+        fetching the same job's result) ends its hold but is not counted again.
+
         Raises:
             ValueError: ``reservation`` was made by another ledger.
             BackendUnavailableError: Redis failed; if a hold was given it then lapses by its TTL.
@@ -260,7 +268,7 @@ class RedisLedger:
         self._release_collected()
         payload = json.dumps(rec.to_dict(), separators=(",", ":"), default=str)
         duration = repr(float(rec.duration_ms))
-        self._record_script(
+        counted = self._record_script(
             keys=[
                 self._day_key(rec.day),
                 self._key("totals"),
@@ -268,6 +276,7 @@ class RedisLedger:
                 self._key("durations"),
                 self._key("durations", rec.model_id),
                 *self._hold_keys(),
+                self._key("recorded", rec.request_id or ""),
             ],
             args=[
                 str(to_micros(rec.cost_usd)),
@@ -279,9 +288,11 @@ class RedisLedger:
                 self.duration_window,
                 self.day_ttl,
                 reservation.id if live and reservation is not None else "",
+                rec.request_id if rec.success and rec.request_id else "",
             ],
         )
-        after_record(rec, metrics=self.metrics)
+        if counted:
+            after_record(rec, metrics=self.metrics)
 
     # -- queries --
 
@@ -423,6 +434,23 @@ class RedisLedger:
         return Reservation(
             from_micros(micros), model_id, rid, owner=self, end=self._release_hold, on_collect=self._collected.append
         )
+
+    def adopt(self, reservation_id: str, amount: Decimal, *, model_id: str | None = None) -> Reservation:
+        """A handle on a hold made earlier, possibly by another process, so that this one can end it.
+
+        For jobs submitted in one request or process and settled in another: the
+        ``JobHandle`` carries the hold's id. Ending a hold that already ended or
+        lapsed does nothing.
+
+        Args:
+            reservation_id: ``Reservation.id`` of the original hold.
+            amount: Its amount (informational).
+            model_id: Its model, if known.
+        """
+        return Reservation(
+            quantize_usd(amount), model_id, reservation_id, owner=self, end=self._release_hold,
+            on_collect=self._collected.append,
+        )  # fmt: skip
 
     @_typed_redis_errors
     def reserved(self) -> Decimal:
