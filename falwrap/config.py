@@ -20,7 +20,7 @@ import attrs
 
 from falwrap.errors import ConfigurationError
 
-__all__ = ["FalConfig", "RateLimitConfig", "RetryConfig", "Timeouts"]
+__all__ = ["FalConfig", "RateLimitConfig", "RetryConfig", "Timeouts", "read_environment"]
 
 _T = TypeVar("_T")
 
@@ -256,6 +256,14 @@ class FalConfig:
         """
         values = _merged_environment(env_file, os.environ if environ is None else environ)
         return _config_from_values(values)
+
+
+def read_environment(env_file: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables ``from_env`` would see: ``env_file``'s, overridden by ``environ``; blanks dropped.
+
+    For integrations that merge their own settings on top (Django's ``FALWRAP``, Flask's config).
+    """
+    return _merged_environment(env_file, environ)
 
 
 def _merged_environment(env_file: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from falwrap.config import FalConfig, _config_from_values, _merged_environment
+from falwrap.config import FalConfig, read_environment
 from falwrap.errors import ConfigurationError
 
 __all__ = [
@@ -116,7 +116,7 @@ def merged_values(
         ConfigurationError: a setting is neither a string nor a number; the
             message names the setting (never its value when it is a key).
     """
-    values = _merged_environment(env_file, os.environ if environ is None else environ)
+    values = read_environment(env_file, os.environ if environ is None else environ)
     for name, value in settings.items():
         if value is None:
             continue
@@ -149,7 +149,7 @@ def config_from_settings(
     Raises:
         ConfigurationError: a value is invalid; the message names it and what is expected.
     """
-    return _config_from_values(merged_values(settings, environ=environ, env_file=env_file))
+    return FalConfig.from_env(None, environ=merged_values(settings, environ=environ, env_file=env_file))
 
 
 def has_api_key(values: Mapping[str, str]) -> bool:
