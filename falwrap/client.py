@@ -25,7 +25,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from functools import cached_property
@@ -184,7 +184,8 @@ class FalClient:
             self._hooks = (on_retry,)
         else:
             self._hooks = tuple(on_retry)
-        pool = max(16, 2 * (rate.max_concurrent or 32))
+        # One connection per job in flight; threads beyond that wait for the pool.
+        pool = max(16, 2 * (rate.max_concurrent or 64))
         self._http = build_http_client(
             api_key=self.config.api_key,
             base_url=self.config.base_url,
@@ -503,11 +504,10 @@ class FalClient:
         fal_handle = self._fal_handle(handle)
         try:
             try:
-                with ExitStack() as later:
-                    status = self._follow(fal_handle, handle.model_id, deadline, None, time.monotonic(), None, later)
-                    if status.failed:
-                        raise self._job_error(fal_handle, handle.model_id, status, deadline, attempts=1)
-                    outcome = self._fetch_result(fal_handle, handle.model_id, deadline)
+                status = self._follow(fal_handle, handle.model_id, deadline, None, time.monotonic(), None)
+                if status.failed:
+                    raise self._job_error(fal_handle, handle.model_id, status, deadline, attempts=1)
+                outcome = self._fetch_result(fal_handle, handle.model_id, deadline)
                 cost = self._actual_cost(info, outcome, arguments)
             except _Deadline:
                 self._cancel_quietly(fal_handle, handle.model_id)
@@ -704,11 +704,10 @@ class FalClient:
             try:
                 handle, policy = self._submit(model_id, arguments, deadline, policy)
                 try:
-                    with ExitStack() as later:
-                        status = self._follow(handle, model_id, deadline, on_progress, started, slot, later)
-                        if not status.failed:
-                            return self._fetch_result(handle, model_id, deadline)
-                        error = self._job_error(handle, model_id, status, deadline, policy.attempts)
+                    status = self._follow(handle, model_id, deadline, on_progress, started, slot)
+                    if not status.failed:
+                        return self._fetch_result(handle, model_id, deadline)
+                    error = self._job_error(handle, model_id, status, deadline, policy.attempts)
                 except _Deadline:
                     self._cancel_quietly(handle, model_id)
                     self._raise_timeout(model_id, handle.request_id, timeout)
@@ -777,13 +776,8 @@ class FalClient:
         on_progress: ProgressCallback | None,
         started: float,
         slot: Any,
-        later: ExitStack,
     ) -> JobStatus:
-        """Follow the job until it completes; return its final status.
-
-        ``later`` receives clean-up that can wait until the result is fetched
-        (reading the status stream to its end, so its connection is reused).
-        """
+        """Follow the job until it completes; return its final status."""
         seen: set[tuple[Any, ...]] = set()
         lease = getattr(slot, "lease_seconds", None)
         renewed = [time.monotonic()]
@@ -815,7 +809,7 @@ class FalClient:
         # Logs are only worth their bytes (and, on the stream, their extra events) to a listener.
         logs = on_progress is not None
         if self._stream_supported:
-            final = self._follow_stream(handle, model_id, deadline, emit, logs, later)
+            final = self._follow_stream(handle, model_id, deadline, emit, logs)
             if final is not None:
                 return final
         return self._follow_polling(handle, model_id, deadline, emit, logs)
@@ -827,7 +821,6 @@ class FalClient:
         deadline: float,
         emit: Callable[[JobStatus], None],
         logs: bool,
-        later: ExitStack,
     ) -> JobStatus | None:
         """Follow the job on fal's status stream; ``None`` means: fall back to polling."""
         request = self._http.build_request(
@@ -839,7 +832,6 @@ class FalClient:
         try:
             with budget(deadline, None):
                 response = self._http.send(request, stream=True)
-                keep_open = False
                 try:
                     events = EventSource(response).iter_sse()
                     for event in events:
@@ -848,14 +840,10 @@ class FalClient:
                         status = _parse_status(handle.request_id, json.loads(event.data))
                         emit(status)
                         if status.done:
-                            # Drained after the result is fetched: by then fal's end of
-                            # stream has arrived, so nobody waits for it.
-                            later.callback(_drain, events, response, handle.request_id)
-                            keep_open = True
+                            _drain(events, handle.request_id)
                             return status
                 finally:
-                    if not keep_open:
-                        response.close()
+                    response.close()
         except DeadlineExceeded:
             raise _Deadline(handle.request_id) from None
         except ExchangeError as exc:
@@ -1148,8 +1136,8 @@ class FalClient:
             logger.exception("[falwrap] could not store the call record %s", record.to_dict())
 
 
-def _drain(events: Iterator[Any], response: httpx.Response, request_id: str) -> None:
-    """Read a status stream to its end after COMPLETED, then close it, so its connection is reused.
+def _drain(events: Iterator[Any], request_id: str) -> None:
+    """Read a status stream to its end after COMPLETED, so its connection goes back to the pool.
 
     fal closes the stream right after COMPLETED; closing it first would throw the
     connection (and, against fal, its TLS session) away on every job. A failure
@@ -1160,8 +1148,6 @@ def _drain(events: Iterator[Any], response: httpx.Response, request_id: str) -> 
             pass
     except (httpx.HTTPError, ExchangeError, SSEError) as exc:
         logger.debug("[falwrap] status stream for %s ended uncleanly (%r)", request_id, exc)
-    finally:
-        response.close()
 
 
 def _error_code(error: BaseException) -> str:
