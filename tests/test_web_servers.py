@@ -36,11 +36,13 @@ PROMPT = {"prompt": "a lighthouse at dusk"}
 #: 1200 a minute: one submission every 50 ms.
 RATE = 1200
 SPACING = 60 / RATE
-#: How much closer than SPACING two arrivals at FakeFal may be. The limiter spaces its
-#: grants exactly; between a grant and FakeFal's arrival stamp each request waits for
-#: its thread to get the GIL (in the web worker and in FakeFal), which on a busy
-#: machine was measured at up to ~17 ms. A broken limiter would show gaps near 0.
-TOLERANCE = 0.02
+#: Arrival jitter allowed at FakeFal. The limiter spaces its grants exactly; between a
+#: grant and FakeFal's arrival stamp each request waits for its thread to get the GIL
+#: (in the web worker and in FakeFal), which under the full suite on 2 cores was seen
+#: at up to ~42 ms for one request. So the checks count submissions per window instead
+#: of trusting the single closest pair; a broken limiter puts all of them in one window.
+JITTER = 0.05
+WINDOW = 0.5
 
 #: (gunicorn app, --chdir) of each example.
 APPS = {
@@ -51,10 +53,13 @@ APPS = {
 
 def _assert_spaced(times: list[float], expected: int) -> None:
     assert len(times) == expected
-    spacing = gaps(times)
-    assert min(spacing) >= SPACING - TOLERANCE, f"closest submissions {min(spacing):.4f} s apart"
+    ordered = sorted(times)
+    busiest = max(sum(1 for t in ordered if start <= t < start + WINDOW) for start in ordered)
+    # WINDOW / SPACING grants fit in a window, plus one at its edge and one early by jitter.
+    assert busiest <= WINDOW / SPACING + 2, f"{busiest} submissions within {WINDOW} s"
     # The whole run cannot be faster than the rate: jitter only moves its two ends.
-    assert max(times) - min(times) >= (expected - 1) * SPACING - TOLERANCE
+    assert ordered[-1] - ordered[0] >= (expected - 1) * SPACING - JITTER
+    assert sorted(gaps(times))[len(times) // 2] >= SPACING - 0.005, "median spacing below the rate"
 
 
 @pytest.fixture
