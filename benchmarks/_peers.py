@@ -252,6 +252,16 @@ def warm_up(calls: Sequence[Callable[[], Any]], rounds: int = 10) -> None:
             call()
 
 
+def report(
+    lines: Sequence[str], checks: Sequence[tuple[str, bool]], summary: list[Summary]
+) -> tuple[int, list[Summary]]:
+    """Print a benchmark's table and its goal checks; its exit status (0 when every goal holds) and summary."""
+    print("\n".join(lines))
+    print()
+    print_checks(checks)
+    return (0 if all(ok for _, ok in checks) else 1), summary
+
+
 def print_checks(checks: Sequence[tuple[str, bool]]) -> None:
     """``PASS``/``FAIL`` lines, as the other benchmarks print them."""
     for text, ok in checks:

@@ -25,10 +25,9 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from benchmarks._peers import Summary, machine, median, print_checks
+from benchmarks._peers import Summary, machine, median, report
 
 GOAL_OWN_MS = 150.0
-
 _LINE = re.compile(r"^import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)\s*$")
 
 
@@ -129,11 +128,7 @@ def bench(argv: list[str] | None = None) -> tuple[int, list[Summary]]:
     print(machine())
     print(f"python -X importtime -c <statement>, {runs} fresh interpreters each, interleaved; medians")
     print()
-    lines, checks, summary = run(runs)
-    print("\n".join(lines))
-    print()
-    print_checks(checks)
-    return (0 if all(ok for _, ok in checks) else 1), summary
+    return report(*run(runs))
 
 
 if __name__ == "__main__":

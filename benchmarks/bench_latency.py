@@ -49,8 +49,8 @@ from benchmarks._peers import (
     machine,
     median,
     percentile,
-    print_checks,
     raw_client,
+    report,
 )
 from falwrap.testing import FakeFal
 
@@ -207,11 +207,7 @@ def bench(argv: list[str] | None = None) -> tuple[int, list[Summary]]:
         "latency = call returned - FakeFal completed_at"
     )
     print()
-    lines, checks, summary = run(rounds, args.concurrency)
-    print("\n".join(lines))
-    print()
-    print_checks(checks)
-    return (0 if all(ok for _, ok in checks) else 1), summary
+    return report(*run(rounds, args.concurrency))
 
 
 if __name__ == "__main__":

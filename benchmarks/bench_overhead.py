@@ -46,8 +46,8 @@ from benchmarks._peers import (
     machine,
     median,
     percentile,
-    print_checks,
     raw_client,
+    report,
     warm_up,
 )
 
@@ -159,11 +159,7 @@ def bench(argv: list[str] | None = None) -> tuple[int, list[Summary]]:
         f"{MODEL} {ARGUMENTS}; requests counted over {COUNT_CALLS} calls each"
     )
     print()
-    lines, checks, summary = run(calls)
-    print("\n".join(lines))
-    print()
-    print_checks(checks)
-    return (0 if all(ok for _, ok in checks) else 1), summary
+    return report(*run(calls))
 
 
 if __name__ == "__main__":

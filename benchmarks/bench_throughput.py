@@ -42,8 +42,8 @@ from benchmarks._peers import (
     falwrap_client,
     machine,
     median,
-    print_checks,
     raw_client,
+    report,
     warm_up,
 )
 
@@ -194,11 +194,7 @@ def bench(argv: list[str] | None = None) -> tuple[int, list[Summary]]:
         "(A B C C B A); FakeFal(latency=0) in a child process; CPU: client = this process, server = the child"
     )
     print()
-    lines, checks, summary = run(jobs, args.threads)
-    print("\n".join(lines))
-    print()
-    print_checks(checks)
-    return (0 if all(ok for _, ok in checks) else 1), summary
+    return report(*run(jobs, args.threads))
 
 
 if __name__ == "__main__":
