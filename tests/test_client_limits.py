@@ -73,18 +73,20 @@ def _run_threads(n: int, target: Any) -> Counter[str]:
 def test_submissions_are_paced_by_the_limiter() -> None:
     """6 threads at 600 requests/minute: FakeFal sees submissions at least 0.1 s apart."""
     with FakeFal(latency=0.01) as fal:
-        config = FalConfig(api_key=fal.key, base_url=fal.url, rate_limit=RateLimitConfig(requests_per_minute=600))
-        with FalClient(config) as client:
-            outcomes = _run_threads(6, lambda: client.image("a cat", model=SCHNELL))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_", "FALWRAP_"))}
+        env.update(FAL_KEY=fal.key, FAL_BASE_URL=fal.url, FAL_REQUESTS_PER_MINUTE="600", PYTHONPATH=str(ROOT))
+        # The client runs in its own process, as in an app: FakeFal's arrival stamps then
+        # do not wait for the GIL behind the client's own threads.
+        (outcomes,) = _workers(1, env, threads=6, calls=1, model=SCHNELL)
         assert outcomes == {"ok": 6}
         times = fal.submit_times
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert len(times) == 6
-        # The limiter grants exactly 0.1 s apart (tests/test_limiter.py proves that on its own
-        # clock). Here FakeFal stamps arrivals in the same process, where the GIL and two
-        # busy cores add a few ms of jitter: each gap gets 10 ms of slack, the span none.
-        assert min(gaps) >= 0.09, gaps
-        assert times[-1] - times[0] >= 0.5 - 0.005
+        # The limiter grants exactly 0.1 s apart (tests/test_limiter.py proves it on its own
+        # clock); loopback delivery and thread scheduling add arrival jitter, measured at up
+        # to 10 ms with both cores saturated. Without the limiter the gaps would be ~1 ms.
+        assert min(gaps) >= 0.085, gaps
+        assert times[-1] - times[0] >= 0.5 - 0.015
 
 
 def test_concurrency_cap_holds_for_the_life_of_each_job() -> None:
