@@ -127,6 +127,53 @@ class _Outcome:
     billable_units: Decimal | None
 
 
+class _LeaseKeeper:
+    """Renews the leases of shared (Redis) concurrency slots while their jobs run.
+
+    A job can go minutes without a status event (a long video with nobody
+    listening to its logs), longer than a lease. One daemon thread per client
+    renews every held lease each third of the shortest lease; it runs only
+    while some slot is held and exits as soon as none is, so no thread outlives
+    the calls it serves.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._slots: dict[int, Any] = {}
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, slot: Any) -> None:
+        """Keep ``slot`` renewed until :meth:`drop`."""
+        with self._lock:
+            self._slots[id(slot)] = slot
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="falwrap-lease-keeper", daemon=True)
+                self._thread.start()
+
+    def drop(self, slot: Any) -> None:
+        """Stop renewing ``slot`` (it was released)."""
+        with self._lock:
+            self._slots.pop(id(slot), None)
+            if not self._slots:
+                self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                slots = list(self._slots.values())
+                if not slots:
+                    self._thread = None
+                    self._wake.clear()
+                    return
+            every = min(float(slot.lease_seconds) for slot in slots) / 3
+            if self._wake.wait(every):
+                continue
+            for slot in slots:
+                # renew() never raises: a lease it cannot keep is logged and lapses.
+                slot.renew()
+
+
 class _Deadline(Exception):
     """Internal: the operation's deadline passed while following ``request_id``."""
 
@@ -198,6 +245,7 @@ class FalClient:
         self._pending: dict[str, _Pending] = {}
         self._settled: OrderedDict[str, None] = OrderedDict()
         self._stream_supported = self.config.status_stream
+        self._leases = _LeaseKeeper()
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -419,8 +467,7 @@ class FalClient:
             slot = self._acquire_slot(deadline)
             handle, _policy = self._submit(model_id, args, deadline, RetryPolicy.from_config(self.config.retry))
         except BaseException as exc:
-            if slot is not None:
-                slot.release()
+            self._release_slot(slot)
             self._record(model_id, operation, started, Decimal(0), exc, None, reservation)
             raise
         with self._lock:
@@ -455,8 +502,7 @@ class FalClient:
             with self._lock:
                 if self._pending.pop(request_id, None) is None:
                     continue
-            if pending.slot is not None:
-                pending.slot.release()
+            self._release_slot(pending.slot)
             model_id = pending.model.id if pending.model is not None else "(unknown)"
             self._record(
                 model_id, pending.operation, pending.started, Decimal(0), error, request_id, pending.reservation
@@ -478,8 +524,8 @@ class FalClient:
             # when (or if) the app fetches the result.
             with self._lock:
                 pending = self._pending.get(handle.request_id)
-            if pending is not None and pending.slot is not None:
-                pending.slot.release()
+            if pending is not None:
+                self._release_slot(pending.slot)
         return status
 
     def result(self, handle: JobHandle, *, timeout: float | None = None) -> dict[str, Any]:
@@ -504,7 +550,7 @@ class FalClient:
         fal_handle = self._fal_handle(handle)
         try:
             try:
-                status = self._follow(fal_handle, handle.model_id, deadline, None, time.monotonic(), None)
+                status = self._follow(fal_handle, handle.model_id, deadline, None, time.monotonic())
                 if status.failed:
                     raise self._job_error(fal_handle, handle.model_id, status, deadline, attempts=1)
                 outcome = self._fetch_result(fal_handle, handle.model_id, deadline)
@@ -704,7 +750,7 @@ class FalClient:
             try:
                 handle, policy = self._submit(model_id, arguments, deadline, policy)
                 try:
-                    status = self._follow(handle, model_id, deadline, on_progress, started, slot)
+                    status = self._follow(handle, model_id, deadline, on_progress, started)
                     if not status.failed:
                         return self._fetch_result(handle, model_id, deadline)
                     error = self._job_error(handle, model_id, status, deadline, policy.attempts)
@@ -717,8 +763,7 @@ class FalClient:
                     self._cancel_quietly(handle, model_id)
                     raise
             finally:
-                if slot is not None:
-                    slot.release()
+                self._release_slot(slot)
             # The job ran and failed. Resubmitting is the only resubmission allowed,
             # and only when fal says a new attempt can succeed.
             delay = policy.delay_for(error, deadline - time.monotonic())
@@ -732,7 +777,15 @@ class FalClient:
         concurrency = self.limiter.concurrency
         if concurrency is None:
             return None
-        return concurrency.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        slot = concurrency.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        if getattr(slot, "lease_seconds", None) is not None:
+            self._leases.hold(slot)
+        return slot
+
+    def _release_slot(self, slot: Any) -> None:
+        if slot is not None:
+            self._leases.drop(slot)
+            slot.release()
 
     def _submit(
         self, model_id: str, arguments: Mapping[str, Any], deadline: float, policy: RetryPolicy
@@ -775,18 +828,11 @@ class FalClient:
         deadline: float,
         on_progress: ProgressCallback | None,
         started: float,
-        slot: Any,
     ) -> JobStatus:
         """Follow the job until it completes; return its final status."""
         seen: set[tuple[Any, ...]] = set()
-        lease = getattr(slot, "lease_seconds", None)
-        renewed = [time.monotonic()]
 
         def emit(status: JobStatus) -> None:
-            # A shared (Redis) slot is a lease: renew it well before it lapses, not on every event.
-            if lease is not None and time.monotonic() - renewed[0] >= lease / 3:
-                slot.renew()
-                renewed[0] = time.monotonic()
             if on_progress is None:
                 return
             new = []
@@ -1086,9 +1132,8 @@ class FalClient:
             self._settled[handle.request_id] = None
             while len(self._settled) > 10_000:
                 self._settled.popitem(last=False)
-        if pending is not None and pending.slot is not None:
-            pending.slot.release()
         if pending is not None:
+            self._release_slot(pending.slot)
             reservation = pending.reservation
         elif handle.reservation_id is not None:
             # Submitted by another process (or before a restart): end its hold here.

@@ -371,3 +371,28 @@ def test_submit_in_one_process_result_in_another(redis_url: str, redis_client: A
         finally:
             for key in redis_client.scan_iter(match=f"falwrap:{config.key_fingerprint}*", count=1000):
                 redis_client.delete(key)
+
+
+@pytest.mark.redis
+def test_shared_slot_lease_is_kept_for_a_long_silent_job(redis_client: Any, redis_namespace: str) -> None:
+    """A job longer than the slot's lease, with no status events, keeps its Redis slot; then frees it."""
+    from falwrap.backends.redis import RedisConcurrencyLimit
+    from falwrap.limiter import LeakyBucket, Limiter
+
+    concurrency = RedisConcurrencyLimit(redis_client, f"{redis_namespace}:inflight", 1, lease_seconds=0.6)
+    limiter = Limiter(LeakyBucket(600_000, 100), concurrency)
+    with FakeFal(latency=2.0) as fal:
+        config = FalConfig(api_key=fal.key, base_url=fal.url)
+        with FalClient(config, limiter=limiter) as client:
+            seen: list[int] = []
+            job = threading.Thread(target=client.image, args=("a long one",), kwargs={"model": SCHNELL})
+            job.start()
+            for _ in range(6):
+                time.sleep(0.25)
+                seen.append(concurrency.in_flight())
+            job.join()
+            assert seen == [1] * 6
+            assert concurrency.in_flight() == 0
+        assert fal.submissions == 1
+    time.sleep(0.3)
+    assert not [t for t in threading.enumerate() if t.name == "falwrap-lease-keeper"]
