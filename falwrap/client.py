@@ -43,6 +43,7 @@ from falwrap._version import __version__ as _version
 from falwrap.catalog import MODEL_CATALOG, ModelInfo, TaskRequirements, actual_cost, estimate_cost, select_model
 from falwrap.config import FalConfig
 from falwrap.errors import (
+    RETRYABLE_ERROR_TYPES,
     BackendUnavailableError,
     BudgetExceededError,
     ConfigurationError,
@@ -50,6 +51,7 @@ from falwrap.errors import (
     FalConnectionError,
     FalTimeoutError,
     FalwrapError,
+    InvalidInputError,
     ModelError,
     ServerError,
     error_from_response,
@@ -85,8 +87,6 @@ MAX_POLL_INTERVAL = 2.0
 #: Time allowed to cancel a job after its deadline passed (the promise is
 #: that FalTimeoutError comes within deadline + 1 s).
 CANCEL_GRACE = 0.9
-
-_RETRYABLE_JOB_ERROR = "job"
 
 
 class _RoutedSyncClient(fal_client.SyncClient):
@@ -246,7 +246,6 @@ class FalClient:
         self._settled: OrderedDict[str, None] = OrderedDict()
         self._stream_supported = self.config.status_stream
         self._leases = _LeaseKeeper()
-        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -262,7 +261,6 @@ class FalClient:
 
     def close(self) -> None:
         """Close the connection pools. Jobs submitted with :meth:`submit` keep running at fal."""
-        self._closed = True
         self._http.close()
         close_limiter = getattr(self.limiter, "close", None)
         if callable(close_limiter):
@@ -653,8 +651,6 @@ class FalClient:
         if model is not None:
             info = self._model_info(model)
             if info is None:
-                from falwrap.errors import InvalidInputError
-
                 known = ", ".join(sorted(m for m, i in self.catalog.items() if i.kind == kind))
                 msg = f"model: {model!r} is not in the catalog. Known {kind} models: {known}. Use run() for others."
                 raise InvalidInputError(msg, field="model")
@@ -1032,7 +1028,7 @@ class FalClient:
         # The result answered 2xx although the status said the job failed: trust the status.
         error_type = status.error_type or "MODEL_ERROR"
         msg = f"The job (request {handle.request_id}) failed calling {model_id}: {status.error or error_type}."
-        retryable = error_type in _retryable_types()
+        retryable = error_type in RETRYABLE_ERROR_TYPES
         return ModelError(msg, error_code=error_type, request_id=handle.request_id, retryable=retryable)
 
     def _exchange_error(
@@ -1206,12 +1202,6 @@ def _error_code(error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
         return "INTERRUPTED"
     return type(error).__name__
-
-
-def _retryable_types() -> frozenset[str]:
-    from falwrap.errors import RETRYABLE_ERROR_TYPES
-
-    return RETRYABLE_ERROR_TYPES
 
 
 def _decimal_or_none(value: str | None) -> Decimal | None:
