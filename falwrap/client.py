@@ -1016,20 +1016,27 @@ class FalClient:
         deadline: float,
         attempts: int,
     ) -> FalApiError:
-        """The typed error of a job that completed with an error, read from its result."""
+        """The typed error of a job that completed with an error, read from its result.
+
+        ``attempts`` (submissions made for the call so far) is set on the error.
+        """
         try:
             self._fetch_result(handle, model_id, deadline, job_error_type=status.error_type or "")
         except ModelError as exc:
+            exc.attempts = attempts
             return exc
         except FalApiError as exc:
             if exc.request_id == handle.request_id and exc.status_code not in {None, 401, 403, 404, 429}:
+                exc.attempts = attempts
                 return exc
             raise
         # The result answered 2xx although the status said the job failed: trust the status.
         error_type = status.error_type or "MODEL_ERROR"
         msg = f"The job (request {handle.request_id}) failed calling {model_id}: {status.error or error_type}."
         retryable = error_type in RETRYABLE_ERROR_TYPES
-        return ModelError(msg, error_code=error_type, request_id=handle.request_id, retryable=retryable)
+        return ModelError(
+            msg, error_code=error_type, request_id=handle.request_id, retryable=retryable, attempts=attempts
+        )
 
     def _exchange_error(
         self,

@@ -219,6 +219,7 @@ def test_retryable_job_failure_every_time_stops_at_max_retries() -> None:
         with FalClient(_config(fal, stream=True)) as client, pytest.raises(ModelError) as info:
             client.image("a cat")
         assert fal.submissions == MAX_RETRIES + 1
+        assert info.value.attempts == MAX_RETRIES + 1
         assert info.value.error_code == "runner_disconnected"
         assert info.value.request_id in fal.jobs
         assert len(fal.billing) == 0
