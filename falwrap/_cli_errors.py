@@ -51,6 +51,7 @@ def exit_code_for(error: BaseException) -> int:
         One of the ``EXIT_*`` codes.
     """
     from falwrap.errors import (
+        BackendUnavailableError,
         BudgetExceededError,
         ConfigurationError,
         FalApiError,
@@ -65,7 +66,7 @@ def exit_code_for(error: BaseException) -> int:
         return EXIT_TIMEOUT
     if isinstance(error, BudgetExceededError):
         return EXIT_BUDGET
-    if isinstance(error, ConfigurationError):
+    if isinstance(error, (ConfigurationError, BackendUnavailableError)):
         return EXIT_CONFIG
     if isinstance(error, (InvalidInputError, NoModelError, UsageError)):
         return EXIT_USAGE

@@ -1204,7 +1204,12 @@ def _error_code(error: BaseException) -> str:
     if isinstance(error, BudgetExceededError):
         return "BUDGET_EXCEEDED"
     if isinstance(error, FalwrapError):
-        names = {"InvalidInputError": "INVALID_INPUT", "RateLimitTimeout": "RATE_LIMIT_TIMEOUT"}
+        names = {
+            "InvalidInputError": "INVALID_INPUT",
+            "RateLimitTimeout": "RATE_LIMIT_TIMEOUT",
+            "BackendUnavailableError": "BACKEND_UNAVAILABLE",
+            "NoModelError": "NO_MODEL",
+        }
         return names.get(type(error).__name__, type(error).__name__)
     if isinstance(error, KeyboardInterrupt):
         return "INTERRUPTED"

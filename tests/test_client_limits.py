@@ -332,7 +332,7 @@ def test_redis_going_away_gives_a_typed_error_not_a_hang(redis_url: str) -> None
                 proc.kill()
                 proc.wait()
                 started = time.monotonic()
-                with pytest.raises((BackendUnavailableError, RateLimitTimeout)) as info:
+                with pytest.raises(BackendUnavailableError) as info:
                     client.image("a cat", model=SCHNELL)
                 assert time.monotonic() - started < 5
                 assert "Redis" in str(info.value)

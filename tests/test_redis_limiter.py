@@ -22,7 +22,7 @@ from redis.retry import Retry
 
 from falwrap.backends.redis_limiter import RedisConcurrencyLimit, RedisLeakyBucket, redis_client_from_url
 from falwrap.config import RateLimitConfig
-from falwrap.errors import ConfigurationError, RateLimitTimeout
+from falwrap.errors import BackendUnavailableError, ConfigurationError, RateLimitTimeout
 from falwrap.limiter import ConcurrencyLimiter, Limiter, RateLimiter
 
 pytestmark = pytest.mark.redis
@@ -375,14 +375,14 @@ def test_malformed_redis_url_is_a_configuration_error() -> None:
 
 
 def test_redis_lost_after_construction_raises_a_typed_error_quickly(proxy: Proxy, redis_namespace: str) -> None:
-    """Once Redis goes away, acquire, try_acquire and the lease limit raise RateLimitTimeout at once."""
+    """Once Redis goes away, acquire, try_acquire and the lease limit raise BackendUnavailableError at once."""
     c = redis_client_from_url(f"redis://127.0.0.1:{proxy.port}/15")
     bucket = RedisLeakyBucket(c, f"{redis_namespace}:rate", 60)
     limit = RedisConcurrencyLimit(c, f"{redis_namespace}:inflight", 1)
     proxy.close()
     start = time.monotonic()
     for call in (bucket.acquire, bucket.try_acquire, limit.acquire, limit.in_flight):
-        with pytest.raises(RateLimitTimeout) as info:
+        with pytest.raises(BackendUnavailableError) as info:
             call()
         assert isinstance(info.value.__cause__, redis.ConnectionError)
     assert time.monotonic() - start < 0.5
@@ -390,13 +390,13 @@ def test_redis_lost_after_construction_raises_a_typed_error_quickly(proxy: Proxy
 
 
 def test_redis_that_stops_answering_raises_after_the_socket_timeout(proxy: Proxy, redis_namespace: str) -> None:
-    """A server that keeps connections open but never answers gives RateLimitTimeout after the socket timeout."""
+    """A server that keeps connections open but never answers gives BackendUnavailableError after the socket timeout."""
     c = redis.Redis(port=proxy.port, db=15, socket_timeout=0.2, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     bucket = RedisLeakyBucket(c, f"{redis_namespace}:rate", 60)
     slot = RedisConcurrencyLimit(c, f"{redis_namespace}:inflight", 1).acquire()
     proxy.freeze()
     start = time.monotonic()
-    with pytest.raises(RateLimitTimeout) as info:
+    with pytest.raises(BackendUnavailableError) as info:
         bucket.acquire()
     assert isinstance(info.value.__cause__, redis.TimeoutError)
     assert time.monotonic() - start < 1.0

@@ -16,9 +16,9 @@ long job.
 
 Errors: problems found at construction (bad URL, server not answering) raise
 :class:`~falwrap.errors.ConfigurationError`. A Redis failure at call time raises
-:class:`~falwrap.errors.RateLimitTimeout` chained to the Redis error: the
-limiter could not grant a slot, nothing was sent to fal, and callers already
-handle that error. How long such a failure takes is bounded by the client's
+:class:`~falwrap.errors.BackendUnavailableError` (a ``ConnectionError``) chained
+to the Redis error, the same error the Redis ledger raises: the limiter could
+not grant a slot and nothing was sent to fal. How long such a failure takes is bounded by the client's
 socket timeouts and retry policy: :func:`redis_client_from_url` builds a client
 with short ones; a client you pass in keeps its own (redis-py's default retries
 ten times with backoff, which can take seconds).
@@ -43,7 +43,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from falwrap.errors import ConfigurationError, RateLimitTimeout
+from falwrap.errors import BackendUnavailableError, ConfigurationError
 from falwrap.limiter import Slot, _check_count, _check_rate, _check_timeout, _concurrency_timeout, _rate_timeout
 
 __all__ = ["RedisConcurrencyLimit", "RedisLeakyBucket", "redis_client_from_url"]
@@ -181,12 +181,12 @@ def _check_key(key: str) -> str:
     return key
 
 
-def _unavailable(client: redis.Redis, exc: redis.RedisError) -> RateLimitTimeout:
+def _unavailable(client: redis.Redis, exc: redis.RedisError) -> BackendUnavailableError:
     msg = (
         f"The shared rate limiter could not reach Redis at {_where(client)} "
         f"({type(exc).__name__}: {exc}); no slot was granted and nothing was sent to fal."
     )
-    return RateLimitTimeout(msg, wait=None)
+    return BackendUnavailableError(msg)
 
 
 class RedisLeakyBucket:
@@ -270,7 +270,8 @@ class RedisLeakyBucket:
 
         Raises:
             RateLimitTimeout: the slot is further away than ``timeout`` (raised at
-                once, ``wait`` set, nothing reserved), or Redis could not be reached.
+                once, ``wait`` set, nothing reserved).
+            BackendUnavailableError: Redis could not be reached.
         """
         limit = _check_timeout(timeout)
         start = time.monotonic()
@@ -304,7 +305,7 @@ class RedisLeakyBucket:
             (nothing is reserved).
 
         Raises:
-            RateLimitTimeout: Redis could not be reached.
+            BackendUnavailableError: Redis could not be reached.
         """
         granted, wait_us, _, _ = self._run(0)
         return 0.0 if granted else wait_us / _MICROS
@@ -431,7 +432,7 @@ class RedisConcurrencyLimit:
         """Places held right now, across all processes (expired leases not counted).
 
         Raises:
-            RateLimitTimeout: Redis could not be reached.
+            BackendUnavailableError: Redis could not be reached.
         """
         try:
             return int(self._redis.zcount(self._key, f"({self._redis_now_us()}", "+inf"))
@@ -465,8 +466,8 @@ class RedisConcurrencyLimit:
             often to :meth:`~falwrap.limiter.Slot.renew` it during a long job.
 
         Raises:
-            RateLimitTimeout: no place came free within ``timeout``, or Redis could
-                not be reached.
+            RateLimitTimeout: no place came free within ``timeout``.
+            BackendUnavailableError: Redis could not be reached.
         """
         limit = _check_timeout(timeout)
         deadline = None if limit is None else time.monotonic() + limit
@@ -498,7 +499,7 @@ class RedisConcurrencyLimit:
     def _renew(self, lease_id: str) -> bool:
         try:
             held, _ = self._call(lease_id, renew=True)
-        except RateLimitTimeout:
+        except BackendUnavailableError:
             logger.warning("could not renew a concurrency lease in Redis", exc_info=True)
             return False
         return held
