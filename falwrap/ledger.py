@@ -452,6 +452,17 @@ class Reservation:
         self.release()
 
 
+def hold_handle(ledger: Any, amount: Decimal, model_id: str | None, rid: str) -> Reservation:
+    """The :class:`Reservation` through which a ledger's hold ``rid`` is ended (ledger-internal).
+
+    ``ledger`` provides ``_release_hold(rid)`` and a ``_collected`` deque, as both
+    :class:`CostLedger` and ``RedisLedger`` do.
+    """
+    return Reservation(
+        amount, model_id, rid, owner=ledger, end=ledger._release_hold, on_collect=ledger._collected.append
+    )
+
+
 # --- The protocol ------------------------------------------------------------------------------
 
 
@@ -731,9 +742,7 @@ class CostLedger:
                     )
             self._holds[rid] = (micros, expires)
             self._reserved_micros += micros
-        return Reservation(
-            from_micros(micros), model_id, rid, owner=self, end=self._release_hold, on_collect=self._collected.append
-        )
+        return hold_handle(self, from_micros(micros), model_id, rid)
 
     def adopt(self, reservation_id: str, amount: Decimal, *, model_id: str | None = None) -> Reservation:
         """A handle on a hold made earlier, possibly by another process, so that this one can end it.
@@ -747,10 +756,7 @@ class CostLedger:
             amount: Its amount (informational).
             model_id: Its model, if known.
         """
-        return Reservation(
-            quantize_usd(amount), model_id, reservation_id, owner=self, end=self._release_hold,
-            on_collect=self._collected.append,
-        )  # fmt: skip
+        return hold_handle(self, quantize_usd(amount), model_id, reservation_id)
 
     def reserved(self) -> Decimal:
         """The total held by open reservations (lapsed and collected ones are dropped first)."""

@@ -48,6 +48,7 @@ from falwrap.ledger import (
     after_record,
     display_usd,
     from_micros,
+    hold_handle,
     new_reservation_id,
     quantize_usd,
     summarize,
@@ -431,9 +432,7 @@ class RedisLedger:
                 budget=display_usd(self.daily_budget_usd),
                 model_id=model_id,
             )
-        return Reservation(
-            from_micros(micros), model_id, rid, owner=self, end=self._release_hold, on_collect=self._collected.append
-        )
+        return hold_handle(self, from_micros(micros), model_id, rid)
 
     def adopt(self, reservation_id: str, amount: Decimal, *, model_id: str | None = None) -> Reservation:
         """A handle on a hold made earlier, possibly by another process, so that this one can end it.
@@ -447,10 +446,7 @@ class RedisLedger:
             amount: Its amount (informational).
             model_id: Its model, if known.
         """
-        return Reservation(
-            quantize_usd(amount), model_id, reservation_id, owner=self, end=self._release_hold,
-            on_collect=self._collected.append,
-        )  # fmt: skip
+        return hold_handle(self, quantize_usd(amount), model_id, reservation_id)
 
     @_typed_redis_errors
     def reserved(self) -> Decimal:
