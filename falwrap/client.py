@@ -231,7 +231,8 @@ class FalClient:
             self._hooks = (on_retry,)
         else:
             self._hooks = tuple(on_retry)
-        # One connection per job in flight; threads beyond that wait for the pool.
+        # A job uses one connection at a time; the headroom covers uploads, downloads and the
+        # status()/cancel() calls of submit-style apps. Threads beyond it wait for the pool.
         pool = max(16, 2 * (rate.max_concurrent or 64))
         self._http = build_http_client(
             api_key=self.config.api_key,
