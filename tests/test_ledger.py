@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -14,9 +13,9 @@ import pytest
 
 from falwrap.errors import BudgetExceededError
 from falwrap.ledger import CallRecord, CostLedger, Ledger, Reservation, format_call_log, percentile, quantize_usd
+from tests.helpers.records import T0, rec, run_threads
 
 UTC = timezone.utc
-T0 = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
 
 
 class FakeClock:
@@ -27,36 +26,6 @@ class FakeClock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-def rec(
-    cost: str = "0.003",
-    *,
-    model: str = "fal-ai/flux/dev",
-    success: bool = True,
-    duration: float = 100,
-    at: datetime = T0,
-    error_code: str | None = None,
-    **kwargs: Any,
-) -> CallRecord:
-    return CallRecord(
-        timestamp=at,
-        model_id=model,
-        operation="generate",
-        duration_ms=duration,
-        cost_usd=Decimal(cost),
-        success=success,
-        error_code=error_code,
-        **kwargs,
-    )
-
-
-def run_threads(n: int, target: Callable[[int], None]) -> None:
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
 
 
 # --- CallRecord ------------------------------------------------------------------------------------

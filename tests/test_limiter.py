@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import gc
 import math
 import os
@@ -11,14 +10,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import pytest
 
 from falwrap.config import RateLimitConfig
 from falwrap.errors import ConfigurationError, RateLimitTimeout
 from falwrap.limiter import ConcurrencyLimit, ConcurrencyLimiter, LeakyBucket, Limiter, RateLimiter, Slot
+from tests.helpers.timing import interrupt_main_after, max_in_window
 
 
 class FakeClock:
@@ -46,30 +45,6 @@ def interrupt() -> None:
 def fake_bucket(rate_per_minute: float, burst: int = 1) -> tuple[LeakyBucket, FakeClock]:
     clock = FakeClock()
     return LeakyBucket(rate_per_minute, burst, clock=clock, sleep=clock.sleep), clock
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    """Most timestamps inside any closed interval of ``window`` seconds."""
-    times = sorted(times)
-    return max((bisect.bisect_right(times, t + window) - i for i, t in enumerate(times)), default=0)
-
-
-@contextmanager
-def interrupt_main_after(delay: float) -> Iterator[None]:
-    """Raise KeyboardInterrupt in the main thread after ``delay`` seconds, as Ctrl-C would."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGUSR1, handler)
-    timer = threading.Timer(delay, signal.pthread_kill, args=(threading.main_thread().ident, signal.SIGUSR1))
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-        timer.join()
-        signal.signal(signal.SIGUSR1, previous)
 
 
 # --- LeakyBucket: arithmetic, with a fake clock ----------------------------------------------------

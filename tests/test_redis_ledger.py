@@ -16,42 +16,12 @@ import pytest
 
 from falwrap.backends.redis_ledger import RedisLedger
 from falwrap.errors import BudgetExceededError
-from falwrap.ledger import CallRecord, Ledger, Reservation
+from falwrap.ledger import Ledger, Reservation
+from tests.helpers.records import T0, rec, run_threads
 
 pytestmark = pytest.mark.redis
 
 UTC = timezone.utc
-T0 = datetime(2025, 3, 14, 12, 0, tzinfo=UTC)
-
-
-def rec(
-    cost: str = "0.003",
-    *,
-    model: str = "fal-ai/flux/dev",
-    success: bool = True,
-    duration: float = 100,
-    at: datetime = T0,
-    error_code: str | None = None,
-    **kwargs: Any,
-) -> CallRecord:
-    return CallRecord(
-        timestamp=at,
-        model_id=model,
-        operation="generate",
-        duration_ms=duration,
-        cost_usd=Decimal(cost),
-        success=success,
-        error_code=error_code,
-        **kwargs,
-    )
-
-
-def run_threads(n: int, target: Callable[[int], None]) -> None:
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
 
 
 @pytest.fixture

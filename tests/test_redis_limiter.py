@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import multiprocessing
 import os
@@ -12,7 +11,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -24,35 +22,12 @@ from falwrap.backends.redis_limiter import RedisConcurrencyLimit, RedisLeakyBuck
 from falwrap.config import RateLimitConfig
 from falwrap.errors import BackendUnavailableError, ConfigurationError, RateLimitTimeout
 from falwrap.limiter import ConcurrencyLimiter, Limiter, RateLimiter
+from tests.helpers.timing import interrupt_main_after, max_in_window
 
 pytestmark = pytest.mark.redis
 
 #: Nothing listens on port 1 of the loopback interface: connections are refused at once.
 UNREACHABLE = "redis://127.0.0.1:1/15"
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    """Most timestamps inside any closed interval of ``window`` seconds."""
-    times = sorted(times)
-    return max((bisect.bisect_right(times, t + window) - i for i, t in enumerate(times)), default=0)
-
-
-@contextmanager
-def interrupt_main_after(delay: float) -> Iterator[None]:
-    """Raise KeyboardInterrupt in the main thread after ``delay`` seconds, as Ctrl-C would."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGUSR1, handler)
-    timer = threading.Timer(delay, signal.pthread_kill, args=(threading.main_thread().ident, signal.SIGUSR1))
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-        timer.join()
-        signal.signal(signal.SIGUSR1, previous)
 
 
 @pytest.fixture
