@@ -24,38 +24,13 @@ import fal_client
 import httpx
 
 from falwrap import FalClient, FalConfig, RateLimitConfig, Timeouts
+from falwrap.testing import RouteToFakeFal
 
 #: Hosts fal_client talks to; the peer's transport sends them to the emulator.
-FAL_HOSTS = frozenset({"queue.fal.run", "fal.run", "queue.falrun.com", "falrun.com", "rest.fal.ai", "v3.fal.media"})
 
 #: The endpoint every client benchmark runs: the cheapest image model, output built by FakeFal.
 MODEL = "fal-ai/flux/schnell"
 ARGUMENTS: dict[str, Any] = {"prompt": "a cat"}
-
-
-class RewriteTransport(httpx.BaseTransport):
-    """Sends requests for fal's hosts to the emulator, path and query unchanged.
-
-    Args:
-        target: the emulator's URL (``http://127.0.0.1:<port>``).
-        max_connections: the pool size (httpx's default is 100).
-    """
-
-    def __init__(self, target: str, max_connections: int = 100) -> None:
-        self._target = httpx.URL(target)
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._inner = httpx.HTTPTransport(limits=limits)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        """Rewrite a fal host to the emulator and send."""
-        if request.url.host in FAL_HOSTS:
-            request.url = request.url.copy_with(scheme="http", host=self._target.host, port=self._target.port)
-            request.headers["Host"] = f"{self._target.host}:{self._target.port}"
-        return self._inner.handle_request(request)
-
-    def close(self) -> None:
-        """Close the pool."""
-        self._inner.close()
 
 
 @dataclass(frozen=True)
@@ -68,7 +43,7 @@ class RawFalClient(fal_client.SyncClient):
     @cached_property
     def _client(self) -> httpx.Client:
         return httpx.Client(
-            transport=RewriteTransport(self.target, self.max_connections),
+            transport=RouteToFakeFal(self.target, self.max_connections),
             headers={"Authorization": f"Key {self.key}"},
             timeout=120.0,  # fal_client's own default_timeout
             follow_redirects=True,
@@ -275,11 +250,9 @@ def flush() -> None:
 
 __all__ = [
     "ARGUMENTS",
-    "FAL_HOSTS",
     "MODEL",
     "RawFalClient",
     "RemoteFakeFal",
-    "RewriteTransport",
     "Summary",
     "falwrap_client",
     "flush",

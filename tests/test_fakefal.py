@@ -21,31 +21,13 @@ import httpx
 import pytest
 from PIL import Image
 
-from falwrap.testing import FakeFal, FakeModel, Fault, JobFailure, billable_units
+from falwrap.testing import FakeFal, FakeModel, Fault, JobFailure, RouteToFakeFal, billable_units
 from falwrap.testing import api as fake_api
 from falwrap.testing.media import jpeg_bytes, png_bytes, sample_mp4
 
-FAL_HOSTS = {"queue.fal.run", "fal.run", "rest.fal.ai", "api.fal.ai", "v3.fal.media"}
 DEV = "fal-ai/flux/dev"
 SCHNELL = "fal-ai/flux/schnell"
 KLING = "fal-ai/kling-video/v1/standard/image-to-video"
-
-
-class RewriteTransport(httpx.BaseTransport):
-    """Sends requests for fal's hosts to the emulator, path and query unchanged."""
-
-    def __init__(self, target: str) -> None:
-        self._target = httpx.URL(target)
-        self._inner = httpx.HTTPTransport()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.host in FAL_HOSTS:
-            request.url = request.url.copy_with(scheme="http", host=self._target.host, port=self._target.port)
-            request.headers["Host"] = f"{self._target.host}:{self._target.port}"
-        return self._inner.handle_request(request)
-
-    def close(self) -> None:
-        self._inner.close()
 
 
 @dataclass(frozen=True)
@@ -57,7 +39,7 @@ class RedirectedSyncClient(fal_client.SyncClient):
     @cached_property
     def _client(self) -> httpx.Client:
         return httpx.Client(
-            transport=RewriteTransport(self.target),
+            transport=RouteToFakeFal(self.target),
             headers={"Authorization": f"Key {self.key}"},
             timeout=10.0,
             follow_redirects=True,

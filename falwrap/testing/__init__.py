@@ -11,6 +11,7 @@ from falwrap.testing.emulator import FakeFal
 from falwrap.testing.faults import ROUTES, Fault
 from falwrap.testing.jobs import JobView
 from falwrap.testing.models import FakeModel, JobFailure, default_models
+from falwrap.testing.routing import RouteToFakeFal
 
 __all__ = [
     "ROUTES",
@@ -20,6 +21,7 @@ __all__ = [
     "Fault",
     "JobFailure",
     "JobView",
+    "RouteToFakeFal",
     "billable_units",
     "default_models",
 ]
