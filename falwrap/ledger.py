@@ -452,15 +452,36 @@ class Reservation:
         self.release()
 
 
-def hold_handle(ledger: Any, amount: Decimal, model_id: str | None, rid: str) -> Reservation:
-    """The :class:`Reservation` through which a ledger's hold ``rid`` is ended (ledger-internal).
+class HoldIssuer:
+    """What both ledgers share about issuing :class:`Reservation` handles on their holds.
 
-    ``ledger`` provides ``_release_hold(rid)`` and a ``_collected`` deque, as both
-    :class:`CostLedger` and ``RedisLedger`` do.
+    A subclass keeps the holds; it provides ``_release_hold(rid)`` and a
+    ``_collected`` deque of ids whose handles were garbage-collected.
     """
-    return Reservation(
-        amount, model_id, rid, owner=ledger, end=ledger._release_hold, on_collect=ledger._collected.append
-    )
+
+    __slots__ = ()
+
+    _collected: deque[str]
+
+    def _release_hold(self, rid: str) -> None:
+        raise NotImplementedError
+
+    def _handle(self, amount: Decimal, model_id: str | None, rid: str) -> Reservation:
+        return Reservation(amount, model_id, rid, owner=self, end=self._release_hold, on_collect=self._collected.append)
+
+    def adopt(self, reservation_id: str, amount: Decimal, *, model_id: str | None = None) -> Reservation:
+        """A handle on a hold made earlier, possibly by another process, so that this one can end it.
+
+        For jobs submitted in one request or process and settled in another: the
+        ``JobHandle`` carries the hold's id. Ending a hold that already ended or
+        lapsed does nothing.
+
+        Args:
+            reservation_id: ``Reservation.id`` of the original hold.
+            amount: Its amount (informational).
+            model_id: Its model, if known.
+        """
+        return self._handle(quantize_usd(amount), model_id, reservation_id)
 
 
 # --- The protocol ------------------------------------------------------------------------------
@@ -554,7 +575,7 @@ def _to_budget(value: Decimal | None) -> Decimal | None:
 
 
 @attrs.define
-class CostLedger:
+class CostLedger(HoldIssuer):
     """An in-memory ledger for one process: recent records, running aggregates, budget holds.
 
     Thread-safe: one lock guards all state, and every query is O(number of models),
@@ -742,21 +763,7 @@ class CostLedger:
                     )
             self._holds[rid] = (micros, expires)
             self._reserved_micros += micros
-        return hold_handle(self, from_micros(micros), model_id, rid)
-
-    def adopt(self, reservation_id: str, amount: Decimal, *, model_id: str | None = None) -> Reservation:
-        """A handle on a hold made earlier, possibly by another process, so that this one can end it.
-
-        For jobs submitted in one request or process and settled in another: the
-        ``JobHandle`` carries the hold's id. Ending a hold that already ended or
-        lapsed does nothing.
-
-        Args:
-            reservation_id: ``Reservation.id`` of the original hold.
-            amount: Its amount (informational).
-            model_id: Its model, if known.
-        """
-        return hold_handle(self, quantize_usd(amount), model_id, reservation_id)
+        return self._handle(from_micros(micros), model_id, rid)
 
     def reserved(self) -> Decimal:
         """The total held by open reservations (lapsed and collected ones are dropped first)."""

@@ -44,11 +44,11 @@ import attrs
 from falwrap.errors import BackendUnavailableError, BudgetExceededError
 from falwrap.ledger import (
     CallRecord,
+    HoldIssuer,
     Reservation,
     after_record,
     display_usd,
     from_micros,
-    hold_handle,
     new_reservation_id,
     quantize_usd,
     summarize,
@@ -189,7 +189,7 @@ def _typed_redis_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
 
 
 @attrs.define
-class RedisLedger:
+class RedisLedger(HoldIssuer):
     """A ledger whose records, totals and budget holds live in Redis, shared by many processes.
 
     Same interface and semantics as :class:`~falwrap.ledger.CostLedger` (see
@@ -432,21 +432,7 @@ class RedisLedger:
                 budget=display_usd(self.daily_budget_usd),
                 model_id=model_id,
             )
-        return hold_handle(self, from_micros(micros), model_id, rid)
-
-    def adopt(self, reservation_id: str, amount: Decimal, *, model_id: str | None = None) -> Reservation:
-        """A handle on a hold made earlier, possibly by another process, so that this one can end it.
-
-        For jobs submitted in one request or process and settled in another: the
-        ``JobHandle`` carries the hold's id. Ending a hold that already ended or
-        lapsed does nothing.
-
-        Args:
-            reservation_id: ``Reservation.id`` of the original hold.
-            amount: Its amount (informational).
-            model_id: Its model, if known.
-        """
-        return hold_handle(self, quantize_usd(amount), model_id, reservation_id)
+        return self._handle(from_micros(micros), model_id, rid)
 
     @_typed_redis_errors
     def reserved(self) -> Decimal:
