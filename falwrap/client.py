@@ -53,6 +53,8 @@ from falwrap.errors import (
     FalwrapError,
     InvalidInputError,
     ModelError,
+    NoModelError,
+    RateLimitTimeout,
     ServerError,
     error_from_response,
 )
@@ -1199,21 +1201,24 @@ def _drain(events: Iterator[Any], request_id: str) -> None:
         logger.debug("[falwrap] status stream for %s ended uncleanly (%r)", request_id, exc)
 
 
+#: The ledger's error code for falwrap's own (non-API) errors; subclasses match their base.
+_LOCAL_ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
+    (BudgetExceededError, "BUDGET_EXCEEDED"),
+    (InvalidInputError, "INVALID_INPUT"),
+    (NoModelError, "NO_MODEL"),
+    (RateLimitTimeout, "RATE_LIMIT_TIMEOUT"),
+    (BackendUnavailableError, "BACKEND_UNAVAILABLE"),
+    (ConfigurationError, "CONFIGURATION"),
+    (KeyboardInterrupt, "INTERRUPTED"),
+)
+
+
 def _error_code(error: BaseException) -> str:
     if isinstance(error, FalApiError):
         return error.error_code
-    if isinstance(error, BudgetExceededError):
-        return "BUDGET_EXCEEDED"
-    if isinstance(error, FalwrapError):
-        names = {
-            "InvalidInputError": "INVALID_INPUT",
-            "RateLimitTimeout": "RATE_LIMIT_TIMEOUT",
-            "BackendUnavailableError": "BACKEND_UNAVAILABLE",
-            "NoModelError": "NO_MODEL",
-        }
-        return names.get(type(error).__name__, type(error).__name__)
-    if isinstance(error, KeyboardInterrupt):
-        return "INTERRUPTED"
+    for cls, code in _LOCAL_ERROR_CODES:
+        if isinstance(error, cls):
+            return code
     return type(error).__name__
 
 
