@@ -1,15 +1,9 @@
-"""Client-side pacing: a GCRA leaky bucket, a cap on jobs in flight, and the pair the client uses.
+"""Client-side pacing in this process: a GCRA leaky bucket, a cap on jobs in flight, and the pair the client uses.
 
-Two interfaces, each with an in-process twin here and a Redis twin in
-:mod:`falwrap.backends.redis_limiter`:
-
-* :class:`RateLimiter` -- ``acquire(timeout=None) -> float`` and ``try_acquire() -> float``;
-  implemented by :class:`LeakyBucket` and ``RedisLeakyBucket``.
-* :class:`ConcurrencyLimiter` -- ``acquire(timeout=None) -> Slot``; implemented by
-  :class:`ConcurrencyLimit` and ``RedisConcurrencyLimit``.
-
-:class:`Limiter` bundles one of each and builds them from a
-:class:`~falwrap.config.RateLimitConfig`.
+The interfaces (:class:`RateLimiter`, :class:`ConcurrencyLimiter`, :class:`Slot`) are in
+:mod:`falwrap.limits`; the twins shared between processes are opened from the store URL
+by :mod:`falwrap.backends`. :class:`Limiter` bundles one rate limiter and an optional
+concurrency cap.
 
 Why not pyrate-limiter or limits: measured at 20/s with ``burst=1``, pyrate-limiter pads
 every wait by 50 ms (``buffer_ms``) and so uses about half of the configured rate;
@@ -21,7 +15,6 @@ never needlessly under it. ``benchmarks/bench_limiter.py`` measures all of them.
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import math
 import os
@@ -29,15 +22,23 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from falwrap.errors import ConfigurationError, RateLimitTimeout
+from falwrap.errors import ConfigurationError
+from falwrap.limits import (
+    ConcurrencyLimiter,
+    RateLimiter,
+    Slot,
+    check_count,
+    check_rate,
+    check_timeout,
+    concurrency_timeout,
+    rate_timeout,
+)
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from falwrap.config import RateLimitConfig
 
 __all__ = [
@@ -48,59 +49,6 @@ __all__ = [
     "RateLimiter",
     "Slot",
 ]
-
-_S = TypeVar("_S", bound="Slot")
-
-
-# --- Validation shared with the Redis twins ------------------------------------------------------
-
-
-def _check_rate(rate_per_minute: float) -> float:
-    if (
-        not isinstance(rate_per_minute, (int, float))
-        or isinstance(rate_per_minute, bool)
-        or not math.isfinite(rate_per_minute)
-        or rate_per_minute <= 0
-    ):
-        msg = f"rate_per_minute={rate_per_minute!r} is not valid: expected a positive, finite number, such as 60."
-        raise ConfigurationError(msg, variable="rate_per_minute")
-    return float(rate_per_minute)
-
-
-def _check_count(value: int, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        msg = f"{name}={value!r} is not valid: expected a whole number of at least 1."
-        raise ConfigurationError(msg, variable=name)
-    return value
-
-
-def _check_timeout(timeout: float | None) -> float | None:
-    if timeout is None:
-        return None
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or math.isnan(timeout):
-        msg = f"timeout={timeout!r} is not valid: expected None or a number of seconds."
-        raise TypeError(msg)
-    if math.isinf(timeout) and timeout > 0:
-        return None  # waiting forever; lock and socket timeouts reject inf
-    return max(0.0, float(timeout))
-
-
-def _rate_timeout(wait: float, timeout: float) -> RateLimitTimeout:
-    msg = (
-        f"Rate limit: the next request slot opens in {wait:.3f} s, later than the {timeout:g} s "
-        "timeout allows. Nothing was sent and no slot stays reserved. Raise FAL_REQUESTS_PER_MINUTE, "
-        "or the timeout."
-    )
-    return RateLimitTimeout(msg, wait=wait)
-
-
-def _concurrency_timeout(max_in_flight: int, timeout: float) -> RateLimitTimeout:
-    msg = (
-        f"Concurrency limit: all {max_in_flight} job slots stayed busy for the {timeout:g} s timeout. "
-        "Nothing was sent. Raise FAL_MAX_CONCURRENT, or the timeout."
-    )
-    return RateLimitTimeout(msg, wait=None)
-
 
 # --- Fork safety ---------------------------------------------------------------------------------
 
@@ -122,95 +70,6 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Window
     # One process-wide hook over a WeakSet: hooks cannot be unregistered, so one per
     # instance would leak a closure for every limiter ever built.
     os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-# --- Interfaces ----------------------------------------------------------------------------------
-
-
-class Slot(abc.ABC):
-    """A held place under a :class:`ConcurrencyLimiter`; give it back with :meth:`release`.
-
-    A context manager: leaving the ``with`` block releases it on every path
-    (return, exception, ``KeyboardInterrupt``). Thread-safe; :meth:`release` is idempotent.
-    """
-
-    __slots__ = ()
-
-    #: Seconds a lease lasts without :meth:`renew` (``None``: the slot never expires).
-    lease_seconds: float | None = None
-
-    @abc.abstractmethod
-    def release(self) -> None:
-        """Give the place back. Idempotent and never raises for an already released slot."""
-
-    @abc.abstractmethod
-    def renew(self) -> bool:
-        """Extend the lease while a long job runs.
-
-        Returns:
-            ``True`` while the slot is held. ``False`` when the lease had run out
-            and could not be taken back (another holder got it), or the backend
-            could not be reached; the job may go on, but the cap was not enforced for it.
-        """
-
-    def __enter__(self: _S) -> _S:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-
-@runtime_checkable
-class RateLimiter(Protocol):
-    """Paces requests: each :meth:`acquire` grants one request slot (implementations are thread-safe)."""
-
-    def acquire(self, timeout: float | None = None) -> float:
-        """Wait for the next request slot and take it.
-
-        Args:
-            timeout: Longest wait in seconds; ``None`` waits as long as needed.
-
-        Returns:
-            Seconds waited (0.0 when a slot was free).
-
-        Raises:
-            RateLimitTimeout: the slot is further away than ``timeout``; raised at
-                once, and no slot stays reserved.
-        """
-        ...
-
-    def try_acquire(self) -> float:
-        """Take a slot only if one is free now.
-
-        Returns:
-            0.0 when a slot was granted, else the seconds until one would be
-            (nothing is reserved).
-        """
-        ...
-
-
-@runtime_checkable
-class ConcurrencyLimiter(Protocol):
-    """Caps jobs in flight: each :meth:`acquire` holds one place until its :class:`Slot` is released."""
-
-    def acquire(self, timeout: float | None = None) -> Slot:
-        """Wait for a free place and hold it.
-
-        Args:
-            timeout: Longest wait in seconds; ``None`` waits as long as needed.
-
-        Returns:
-            The held :class:`Slot`; use it as a context manager.
-
-        Raises:
-            RateLimitTimeout: no place came free within ``timeout``.
-        """
-        ...
 
 
 # --- LeakyBucket ---------------------------------------------------------------------------------
@@ -271,8 +130,8 @@ class LeakyBucket:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
-        self._rate = _check_rate(rate_per_minute)
-        self._burst = _check_count(burst, "burst")
+        self._rate = check_rate(rate_per_minute)
+        self._burst = check_count(burst, "burst")
         self._interval = 60.0 / self._rate
         self._tolerance = (self._burst - 1) * self._interval
         # -inf reads as "long idle": the first max(tat, now) picks now, whatever the clock's origin.
@@ -334,7 +193,7 @@ class LeakyBucket:
         finally:
             lock.release()
         if refused:
-            raise _rate_timeout(wait, _check_timeout(timeout) or 0.0)
+            raise rate_timeout(wait, check_timeout(timeout) or 0.0)
         try:
             sleep = self._sleep
             while True:
@@ -439,7 +298,7 @@ class ConcurrencyLimit:
     __slots__ = ("__weakref__", "_cond", "_generation", "_in_flight", "_max")
 
     def __init__(self, max_in_flight: int) -> None:
-        self._max = _check_count(max_in_flight, "max_in_flight")
+        self._max = check_count(max_in_flight, "max_in_flight")
         self._in_flight = 0
         # Bumped in a forked child so slots copied from the parent cannot release the child's places.
         self._generation = 0
@@ -480,7 +339,7 @@ class ConcurrencyLimit:
         Raises:
             RateLimitTimeout: no place came free within ``timeout``; nothing is held.
         """
-        timeout = _check_timeout(timeout)
+        timeout = check_timeout(timeout)
         cond = self._cond
         with cond:
             if self._in_flight >= self._max:
@@ -500,7 +359,7 @@ class ConcurrencyLimit:
         while self._in_flight >= self._max:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0.0:
-                raise _concurrency_timeout(self._max, timeout or 0.0)
+                raise concurrency_timeout(self._max, timeout or 0.0)
             self._cond.wait(remaining)
 
     def _release(self, slot: _ProcessSlot) -> None:
@@ -552,55 +411,41 @@ class Limiter:
 
     rate: RateLimiter
     concurrency: ConcurrencyLimiter | None = None
-    #: A resource the limiter owns (the Redis client from_config built), closed by close().
+    #: A resource the limiter owns (a connection pool opened for it), closed by close().
     _owned: Any = attrs.field(default=None, repr=False, eq=False, alias="_owned")
 
     @classmethod
     def from_config(cls, config: RateLimitConfig, namespace: str) -> Limiter:
-        """Build the limiter a :class:`~falwrap.config.RateLimitConfig` describes.
+        """The in-process limiter a :class:`~falwrap.config.RateLimitConfig` describes.
 
-        In-process twins, or the Redis ones when ``config.redis_url`` is set; their
-        keys are ``falwrap:{namespace}:rate`` and ``falwrap:{namespace}:inflight``.
+        Limits shared between processes are opened from the store URL by
+        :func:`falwrap.backends.open_shared_state`, with the store's connection pool.
 
         Args:
-            config: Rate, burst, concurrency cap and optional Redis URL.
-            namespace: Separates limits of different accounts sharing one Redis;
-                pass a hash of the API key (``FalConfig.key_fingerprint``), never the key.
-
-        Returns:
-            A ready :class:`Limiter`.
+            config: Rate, burst and concurrency cap.
+            namespace: Kept for compatibility; an in-process limiter needs none, but it
+                must still be a non-empty string (a hash of the API key, never the key).
 
         Raises:
-            ConfigurationError: a value is out of range, the namespace is empty, the
-                Redis URL is malformed, or Redis does not answer.
+            ConfigurationError: a value is out of range or the namespace is empty; or
+                ``config.redis_url`` is set (open shared limits with ``open_shared_state``).
         """
         if not isinstance(namespace, str) or not namespace:
             msg = "The limiter namespace must be a non-empty string (a hash of the API key)."
             raise ConfigurationError(msg, variable="namespace")
-        rate_per_minute = _check_rate(config.requests_per_minute)
-        burst = _check_count(config.burst, "burst")
-        max_in_flight = None if config.max_concurrent is None else _check_count(config.max_concurrent, "max_concurrent")
-        if config.redis_url is None:
-            return cls(
-                LeakyBucket(rate_per_minute, burst),
-                None if max_in_flight is None else ConcurrencyLimit(max_in_flight),
+        if config.redis_url is not None:
+            msg = (
+                "Limiter.from_config builds in-process limits only; for limits shared through "
+                "FALWRAP_STORE_URL (or FALWRAP_REDIS_URL) use falwrap.backends.open_shared_state(config)."
             )
-
-        # Imported here so that `import falwrap` never needs redis-py.
-        from falwrap.backends.redis_limiter import RedisConcurrencyLimit, RedisLeakyBucket, redis_client_from_url
-
-        client = redis_client_from_url(config.redis_url)
-        try:
-            rate = RedisLeakyBucket(client, f"falwrap:{namespace}:rate", rate_per_minute, burst)
-            concurrency = (
-                None
-                if max_in_flight is None
-                else RedisConcurrencyLimit(client, f"falwrap:{namespace}:inflight", max_in_flight, check=False)
-            )
-        except BaseException:
-            client.close()
-            raise
-        return cls(rate, concurrency, _owned=client)
+            raise ConfigurationError(msg, variable="redis_url")
+        rate_per_minute = check_rate(config.requests_per_minute)
+        burst = check_count(config.burst, "burst")
+        max_in_flight = None if config.max_concurrent is None else check_count(config.max_concurrent, "max_concurrent")
+        return cls(
+            LeakyBucket(rate_per_minute, burst),
+            None if max_in_flight is None else ConcurrencyLimit(max_in_flight),
+        )
 
     def acquire(self, timeout: float | None = None) -> Slot:
         """Hold a concurrency place, then take a rate slot, within one deadline.
@@ -621,7 +466,7 @@ class Limiter:
             RateLimitTimeout: either limit could not be met within ``timeout``;
                 nothing stays held.
         """
-        timeout = _check_timeout(timeout)
+        timeout = check_timeout(timeout)
         if self.concurrency is None:
             self.rate.acquire(timeout)
             return _NoSlot()
@@ -635,6 +480,6 @@ class Limiter:
         return slot
 
     def close(self) -> None:
-        """Close what :meth:`from_config` opened (the Redis connection pool); idempotent."""
+        """Close what this limiter owns (a connection pool handed to it); idempotent."""
         if self._owned is not None:
             self._owned.close()

@@ -19,7 +19,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from falwrap.ledger import CallRecord
+    from falwrap.records import CallRecord
 
 __all__ = ["DURATION_BUCKETS", "CallMetrics", "default_metrics", "observe_call"]
 

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from falwrap.errors import BudgetExceededError
-from falwrap.ledger import CallRecord, CostLedger, Ledger, Reservation, format_call_log, percentile, quantize_usd
+from falwrap.aggregates import percentile
+from falwrap.ledger import CallRecord, CostLedger, Ledger, Reservation, format_call_log, quantize_usd
+from falwrap.observers import default_observers, notify
 from tests.helpers.records import T0, rec, run_threads
 
 UTC = timezone.utc
@@ -95,7 +97,7 @@ def test_quantize_usd_rejects_floats_and_rounds_half_even() -> None:
 
 def test_concurrent_records_sum_exactly() -> None:
     """16 threads x 2,000 records of $0.003 sum to exactly $96.000, with bounded retained records."""
-    ledger = CostLedger(max_records=1000, clock=FakeClock(), metrics=False)
+    ledger = CostLedger(max_records=1000, clock=FakeClock())
     start = threading.Barrier(16)
 
     def worker(_: int) -> None:
@@ -119,7 +121,7 @@ def test_day_boundary_is_utc_with_injected_clock() -> None:
     before = datetime(2025, 6, 30, 23, 59, 59, 999000, tzinfo=UTC)
     after = datetime(2025, 7, 1, 0, 0, 0, tzinfo=UTC)
     clock = FakeClock(before)
-    ledger = CostLedger(clock=clock, metrics=False)
+    ledger = CostLedger(clock=clock)
     ledger.record(rec("1.5", at=before))
     ledger.record(rec("0.25", at=after))
     assert ledger.daily_cost() == Decimal("1.5")
@@ -132,7 +134,7 @@ def test_day_boundary_is_utc_with_injected_clock() -> None:
 
 def test_daily_cost_accepts_aware_datetime_as_its_utc_day() -> None:
     """An aware datetime given as the day means its UTC day; a naive one is refused."""
-    ledger = CostLedger(clock=FakeClock(), metrics=False)
+    ledger = CostLedger(clock=FakeClock())
     ledger.record(rec("2", at=datetime(2025, 1, 1, 23, 30, tzinfo=UTC)))
     tokyo = timezone(timedelta(hours=9))
     assert ledger.daily_cost(datetime(2025, 1, 2, 8, 0, tzinfo=tokyo)) == Decimal("2")
@@ -142,7 +144,7 @@ def test_daily_cost_accepts_aware_datetime_as_its_utc_day() -> None:
 
 def test_day_totals_are_bounded() -> None:
     """Only the last max_days days of totals are kept; the oldest go first."""
-    ledger = CostLedger(clock=FakeClock(), max_days=3, metrics=False)
+    ledger = CostLedger(clock=FakeClock(), max_days=3)
     for d in range(5):
         ledger.record(rec("1", at=T0 + timedelta(days=d)))
     assert ledger.daily_cost(T0.date()) == Decimal("0")
@@ -153,7 +155,7 @@ def test_day_totals_are_bounded() -> None:
 
 def test_stats_with_no_calls() -> None:
     """stats() on an empty ledger gives zero counts and None rates, without raising."""
-    stats = CostLedger(metrics=False).stats()
+    stats = CostLedger().stats()
     assert stats == {
         "total_calls": 0,
         "successes": 0,
@@ -165,12 +167,12 @@ def test_stats_with_no_calls() -> None:
         "p95_duration_ms": None,
         "by_model": {},
     }
-    assert CostLedger(metrics=False).stats(model="nope")["success_rate"] is None
+    assert CostLedger().stats(model="nope")["success_rate"] is None
 
 
 def test_stats_percentiles_and_by_model_on_known_data() -> None:
     """p50/p95 interpolate linearly (1..100 -> 50.5, 95.05); counters split by model."""
-    ledger = CostLedger(clock=FakeClock(), metrics=False)
+    ledger = CostLedger(clock=FakeClock())
     for ms in range(1, 101):
         ledger.record(rec("0.01", model="a", duration=ms, success=ms % 4 != 0, error_code=None if ms % 4 else "X"))
     ledger.record(rec("0.5", model="b", duration=7))
@@ -192,7 +194,7 @@ def test_stats_percentiles_and_by_model_on_known_data() -> None:
 
 def test_percentile_window_is_bounded_to_recent_calls() -> None:
     """p50/p95 come from the last duration_window calls, while counts cover every call."""
-    ledger = CostLedger(clock=FakeClock(), duration_window=10, metrics=False)
+    ledger = CostLedger(clock=FakeClock(), duration_window=10)
     for ms in range(1000):
         ledger.record(rec(duration=ms))
     stats = ledger.stats()
@@ -210,7 +212,7 @@ def test_percentile_helper_edges() -> None:
 
 def test_records_newest_first_with_limit() -> None:
     """records() lists the newest first; limit keeps the newest; the ring drops the oldest."""
-    ledger = CostLedger(max_records=3, clock=FakeClock(), metrics=False)
+    ledger = CostLedger(max_records=3, clock=FakeClock())
     for i in range(5):
         ledger.record(rec(duration=i))
     assert [r.duration_ms for r in ledger.records()] == [4, 3, 2]
@@ -226,7 +228,7 @@ def test_records_newest_first_with_limit() -> None:
 def test_budget_race_grants_exactly_what_fits() -> None:
     """8 threads racing reserve() on a budget for exactly 2 calls: 2 granted, 6 refused, spend within budget."""
     budget = Decimal("1.00")
-    ledger = CostLedger(clock=FakeClock(), daily_budget_usd=budget, metrics=False)
+    ledger = CostLedger(clock=FakeClock(), daily_budget_usd=budget)
     start = threading.Barrier(8)
     granted: list[Reservation] = []
     refused: list[BudgetExceededError] = []
@@ -257,7 +259,7 @@ def test_budget_race_grants_exactly_what_fits() -> None:
 
 def test_budget_error_names_spent_reserved_estimate_and_budget() -> None:
     """The refusal carries today's spend, open holds, the estimate, the budget and the model."""
-    ledger = CostLedger(clock=FakeClock(), daily_budget_usd=Decimal("5"), metrics=False)
+    ledger = CostLedger(clock=FakeClock(), daily_budget_usd=Decimal("5"))
     ledger.record(rec("3"))
     hold = ledger.reserve(Decimal("1.5"))
     with pytest.raises(BudgetExceededError) as info:
@@ -278,7 +280,7 @@ def test_budget_error_names_spent_reserved_estimate_and_budget() -> None:
 def test_budget_counts_only_today() -> None:
     """Yesterday's spend does not count against today's budget."""
     clock = FakeClock(T0)
-    ledger = CostLedger(clock=clock, daily_budget_usd=Decimal("1"), metrics=False)
+    ledger = CostLedger(clock=clock, daily_budget_usd=Decimal("1"))
     ledger.record(rec("1", at=T0))
     with pytest.raises(BudgetExceededError):
         ledger.reserve(Decimal("0.01"))
@@ -288,7 +290,7 @@ def test_budget_counts_only_today() -> None:
 
 def test_no_budget_never_refuses_but_tracks_holds() -> None:
     """Without a budget reserve() always grants, and reserved() still shows calls in flight."""
-    ledger = CostLedger(clock=FakeClock(), metrics=False)
+    ledger = CostLedger(clock=FakeClock())
     hold = ledger.reserve(Decimal("1000000"))
     assert ledger.reserved() == Decimal("1000000")
     hold.release()
@@ -297,7 +299,7 @@ def test_no_budget_never_refuses_but_tracks_holds() -> None:
 
 def test_record_with_reservation_counts_cost_once() -> None:
     """record(rec, reservation=hold) adds the actual cost and ends the hold in one step."""
-    ledger = CostLedger(clock=FakeClock(), daily_budget_usd=Decimal("1"), metrics=False)
+    ledger = CostLedger(clock=FakeClock(), daily_budget_usd=Decimal("1"))
     hold = ledger.reserve(Decimal("0.8"))
     ledger.record(rec("0.3"), reservation=hold)
     assert ledger.reserved() == 0
@@ -312,7 +314,7 @@ def test_record_with_reservation_counts_cost_once() -> None:
 
 def test_settle_and_release_only_end_the_hold_and_are_idempotent() -> None:
     """settle() and release() end the hold once, never add spend, and repeat harmlessly."""
-    ledger = CostLedger(clock=FakeClock(), metrics=False)
+    ledger = CostLedger(clock=FakeClock())
     a = ledger.reserve(Decimal("2"))
     b = ledger.reserve(Decimal("3"))
     a.settle(Decimal("1.25"))
@@ -331,7 +333,7 @@ def test_settle_and_release_only_end_the_hold_and_are_idempotent() -> None:
 
 def test_context_manager_releases_on_exception_and_on_exit() -> None:
     """A with-block ends an unsettled hold whether it raises or not; record() inside still counts once."""
-    ledger = CostLedger(clock=FakeClock(), daily_budget_usd=Decimal("1"), metrics=False)
+    ledger = CostLedger(clock=FakeClock(), daily_budget_usd=Decimal("1"))
     with pytest.raises(RuntimeError), ledger.reserve(Decimal("1")) as hold:
         raise RuntimeError("call failed")
     assert hold.state == "released"
@@ -347,8 +349,8 @@ def test_context_manager_releases_on_exception_and_on_exit() -> None:
 
 def test_reservation_from_another_ledger_is_refused() -> None:
     """record() refuses a reservation another ledger made, and records nothing."""
-    one = CostLedger(metrics=False)
-    two = CostLedger(metrics=False)
+    one = CostLedger()
+    two = CostLedger()
     hold = one.reserve(Decimal("1"))
     with pytest.raises(ValueError, match="another ledger"):
         two.record(rec(), reservation=hold)
@@ -358,7 +360,7 @@ def test_reservation_from_another_ledger_is_refused() -> None:
 
 def test_dropped_reservation_is_freed_by_finalizer() -> None:
     """A reservation garbage-collected without settling frees its amount."""
-    ledger = CostLedger(clock=FakeClock(), daily_budget_usd=Decimal("1"), metrics=False)
+    ledger = CostLedger(clock=FakeClock(), daily_budget_usd=Decimal("1"))
     hold = ledger.reserve(Decimal("1"))
     with pytest.raises(BudgetExceededError):
         ledger.reserve(Decimal("0.01"))
@@ -370,7 +372,7 @@ def test_dropped_reservation_is_freed_by_finalizer() -> None:
 
 def test_thread_dying_mid_call_frees_its_reservation() -> None:
     """A thread that reserves and then dies with an exception does not leak its hold."""
-    ledger = CostLedger(clock=FakeClock(), daily_budget_usd=Decimal("1"), metrics=False)
+    ledger = CostLedger(clock=FakeClock(), daily_budget_usd=Decimal("1"))
     errors: list[BaseException] = []
 
     def call(_: int) -> None:
@@ -392,7 +394,7 @@ def test_thread_dying_mid_call_frees_its_reservation() -> None:
 def test_reservation_lapses_after_ttl() -> None:
     """A hold older than reservation_ttl (per the clock) stops counting; settling it later is harmless."""
     clock = FakeClock()
-    ledger = CostLedger(clock=clock, daily_budget_usd=Decimal("1"), reservation_ttl=60, metrics=False)
+    ledger = CostLedger(clock=clock, daily_budget_usd=Decimal("1"), reservation_ttl=60)
     hold = ledger.reserve(Decimal("1"))
     clock.now += timedelta(seconds=59)
     with pytest.raises(BudgetExceededError):
@@ -419,19 +421,18 @@ def test_invalid_configuration_is_refused() -> None:
 
 def test_cost_ledger_satisfies_ledger_protocol() -> None:
     """CostLedger is a Ledger, the interface the client is written against."""
-    ledger: Ledger = CostLedger(metrics=False)
+    ledger: Ledger = CostLedger()
     assert isinstance(ledger, Ledger)
 
 
 # --- The log line ----------------------------------------------------------------------------------
 
 
-def test_record_logs_one_info_line_per_call(caplog: pytest.LogCaptureFixture) -> None:
-    """Each record() writes one INFO line on 'falwrap' with structured extra fields."""
-    ledger = CostLedger(clock=FakeClock(), metrics=False)
+def test_log_observer_writes_one_info_line_per_call(caplog: pytest.LogCaptureFixture) -> None:
+    """The log observer writes one INFO line on 'falwrap' per record, with structured extra fields."""
     with caplog.at_level(logging.INFO, logger="falwrap"):
-        ledger.record(rec("0.025", duration=3512, request_id="req-9"))
-        ledger.record(rec("0", duration=120.4, success=False, error_code="RATE_LIMIT"))
+        notify(default_observers(), rec("0.025", duration=3512, request_id="req-9"))
+        notify(default_observers(), rec("0", duration=120.4, success=False, error_code="RATE_LIMIT"))
     lines = [r for r in caplog.records if r.name == "falwrap"]
     assert [r.getMessage() for r in lines] == [
         "[falwrap] generate fal-ai/flux/dev SUCCESS (3512 ms, $0.0250)",

@@ -44,7 +44,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from falwrap.errors import BackendUnavailableError, ConfigurationError
-from falwrap.limiter import Slot, _check_count, _check_rate, _check_timeout, _concurrency_timeout, _rate_timeout
+from falwrap.limits import Slot, check_count, check_rate, check_timeout, concurrency_timeout, rate_timeout
 
 __all__ = ["RedisConcurrencyLimit", "RedisLeakyBucket", "redis_client_from_url"]
 
@@ -221,8 +221,8 @@ class RedisLeakyBucket:
         *,
         check: bool = True,
     ) -> None:
-        self._rate = _check_rate(rate_per_minute)
-        self._burst = _check_count(burst, "burst")
+        self._rate = check_rate(rate_per_minute)
+        self._burst = check_count(burst, "burst")
         self._key = _check_key(key)
         self._redis = redis_client
         self._interval_us = max(1, math.ceil(60 * _MICROS / self._rate))
@@ -273,11 +273,11 @@ class RedisLeakyBucket:
                 once, ``wait`` set, nothing reserved).
             BackendUnavailableError: Redis could not be reached.
         """
-        limit = _check_timeout(timeout)
+        limit = check_timeout(timeout)
         start = time.monotonic()
         granted, wait_us, reserved, previous = self._run(-1 if limit is None else math.floor(limit * _MICROS))
         if not granted:
-            raise _rate_timeout(wait_us / _MICROS, limit or 0.0)
+            raise rate_timeout(wait_us / _MICROS, limit or 0.0)
         if wait_us == 0:
             return 0.0
         # The wait is a duration measured by Redis; sleeping it out on the local
@@ -390,7 +390,7 @@ class RedisConcurrencyLimit:
         *,
         check: bool = True,
     ) -> None:
-        self._max = _check_count(max_in_flight, "max_in_flight")
+        self._max = check_count(max_in_flight, "max_in_flight")
         self._key = _check_key(key)
         if (
             not isinstance(lease_seconds, (int, float))
@@ -469,7 +469,7 @@ class RedisConcurrencyLimit:
             RateLimitTimeout: no place came free within ``timeout``.
             BackendUnavailableError: Redis could not be reached.
         """
-        limit = _check_timeout(timeout)
+        limit = check_timeout(timeout)
         deadline = None if limit is None else time.monotonic() + limit
         lease_id = f"{os.getpid()}-{uuid.uuid4().hex}"
         pause = POLL_MIN
@@ -481,7 +481,7 @@ class RedisConcurrencyLimit:
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0.0:
-                    raise _concurrency_timeout(self._max, limit or 0.0)
+                    raise concurrency_timeout(self._max, limit or 0.0)
                 nap = min(nap, remaining)
             time.sleep(nap)
             pause = min(pause * 2, POLL_MAX)
