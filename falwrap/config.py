@@ -226,6 +226,44 @@ class FalConfig:
         default=0.1, validator=_check(lambda v: _finite(v) and 0 < v <= 60, "seconds between 0 and 60")
     )
     status_stream: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    store_url: str = attrs.field(
+        default="memory:",
+        validator=_check(
+            lambda v: isinstance(v, str)
+            and v.split(":", 1)[0].lower() in {"memory", "sqlite", "postgresql", "postgres", "redis", "rediss", "unix"},
+            "memory:, sqlite:///absolute/path.db, postgresql://..., or redis://...",
+        ),
+        repr=lambda v: v if "@" not in v else v.split("://", 1)[0] + "://***@" + v.rsplit("@", 1)[1],
+    )
+    webhook_url: str | None = attrs.field(
+        default=None,
+        validator=_check(lambda v: v is None or (isinstance(v, str) and v.startswith(("http://", "https://"))),
+                         "an http:// or https:// URL"),
+    )  # fmt: skip
+    webhook_jwks_url: str = attrs.field(
+        default="https://rest.alpha.fal.ai/.well-known/jwks.json",
+        validator=_check(lambda v: isinstance(v, str) and v.startswith(("http://", "https://")), "an http(s) URL"),
+    )
+    idempotency_ttl: float = attrs.field(default=86_400.0, validator=_positive_seconds)
+    queue_priority: str = attrs.field(
+        default="normal", validator=_check(lambda v: v in {"normal", "low"}, "normal or low")
+    )
+    start_timeout: float | None = attrs.field(
+        default=None, validator=_check(lambda v: v is None or (_finite(v) and v >= 1), "None or seconds >= 1")
+    )
+    object_lifecycle: int | None = attrs.field(
+        default=None,
+        validator=_check(lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                         "None or whole seconds >= 1"),
+    )  # fmt: skip
+    server_retries: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    fallbacks: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    resubmit_ambiguous: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+
+    def __attrs_post_init__(self) -> None:
+        # The Redis URL of RateLimitConfig is where shared state lives, for every part.
+        if self.store_url == "memory:" and self.rate_limit.redis_url:
+            object.__setattr__(self, "store_url", self.rate_limit.redis_url)
 
     @property
     def key_fingerprint(self) -> str:

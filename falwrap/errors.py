@@ -18,6 +18,7 @@ The tree::
           ├── ServerError                                  5xx after retries
           ├── ModelError                                   the job ran and failed
           ├── FalConnectionError                           network failures after retries
+          │    └── AmbiguousSubmissionError                a submission may have reached fal; not resent
           └── FalTimeoutError(FalApiError, TimeoutError)   deadline hit; request cancelled at fal
 
 ``str(err)`` is always the friendly message. Errors raised from a fal_client or
@@ -36,6 +37,7 @@ from decimal import Decimal
 from typing import Any
 
 __all__ = [
+    "AmbiguousSubmissionError",
     "AuthenticationError",
     "BackendUnavailableError",
     "BudgetExceededError",
@@ -173,6 +175,7 @@ class FalApiError(FalwrapError):
         retryable: bool = False,
         attempts: int = 1,
         retry_after: float | None = None,
+        billable_units: Decimal | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -183,6 +186,8 @@ class FalApiError(FalwrapError):
         self.attempts = attempts
         #: Seconds the server asked us to wait (``Retry-After``), when it said.
         self.retry_after = retry_after
+        #: What fal billed for a job that ran and failed (``x-fal-billable-units``), when it said.
+        self.billable_units = billable_units
 
     def __repr__(self) -> str:
         return (
@@ -238,6 +243,17 @@ class FalConnectionError(FalApiError):
     """fal could not be reached (connection refused or reset, DNS, TLS) after retries."""
 
     default_code = "CONNECTION_ERROR"
+
+
+class AmbiguousSubmissionError(FalConnectionError):
+    """A submission may have reached fal, and falwrap could not find out whether it did.
+
+    Nothing was resubmitted (that could pay twice). The job is journaled as
+    unknown and its estimate stays charged until :meth:`falwrap.FalClient.reconcile`
+    learns from fal what became of it.
+    """
+
+    default_code = "AMBIGUOUS_SUBMISSION"
 
 
 class FalTimeoutError(FalApiError, TimeoutError):
@@ -325,6 +341,17 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return seconds if 0 <= seconds < float("inf") else None
 
 
+def parse_billable_units(value: str | None) -> Decimal | None:
+    """A non-negative, finite ``x-fal-billable-units`` header value, or ``None`` (absent or unreadable)."""
+    if value is None:
+        return None
+    try:
+        units = Decimal(value.strip())
+    except ArithmeticError:
+        return None
+    return units if units.is_finite() and units >= 0 else None
+
+
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     lowered = name.lower()
     for key, value in headers.items():
@@ -386,6 +413,7 @@ def error_from_response(
     if queue_phase:
         request_id = request_id or _header(headers, "x-fal-request-id")
     retry_after = parse_retry_after(_header(headers, "retry-after"))
+    billable_units = parse_billable_units(_header(headers, "x-fal-billable-units"))
 
     retry_header = _header(headers, "x-fal-retryable") or _header(headers, "x-fal-needs-retry")
     user_timeout = status_code == 504 and _header(headers, "x-fal-request-timeout-type") is not None
@@ -412,6 +440,7 @@ def error_from_response(
         "retryable": retryable,
         "attempts": attempts,
         "retry_after": retry_after,
+        "billable_units": billable_units,
     }
 
     if user_timeout:

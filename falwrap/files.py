@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -49,7 +49,7 @@ from falwrap.errors import (
 from falwrap.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from falwrap.client import FalClient
+    from falwrap.retry import RetryHook
 
 __all__ = [
     "DATA_URI_MAX_BYTES",
@@ -295,6 +295,7 @@ def download(
     policy: RetryPolicy | None = None,
     content_type: str | None = None,
     chunk_size: int = _CHUNK,
+    hooks: tuple[RetryHook, ...] = (),
 ) -> Path:
     """Download ``url`` into ``directory`` atomically and return the file's path.
 
@@ -315,6 +316,7 @@ def download(
         content_type: The type the result announced, used when the server
             sends none (or a generic one).
         chunk_size: Bytes per read.
+        hooks: Told about each retry (phase ``download``), like every other phase's.
 
     Returns:
         The path of the file written.
@@ -330,24 +332,24 @@ def download(
         _target_name(filename, url, content_type)  # fail on a bad name before any HTTP
     own_session = session is None
     http = session if session is not None else requests.Session()
-    policy = policy if policy is not None else RetryPolicy()
     deadline = time.monotonic() + timeout
     target_dir = Path(directory).expanduser()
     target_dir.mkdir(parents=True, exist_ok=True)
+
+    def classify(exc: BaseException, attempts: int) -> tuple[str, FalApiError] | None:
+        if isinstance(exc, FalApiError):
+            exc.attempts = attempts
+            return ("download", exc) if not isinstance(exc, FalTimeoutError) else None
+        return None
+
     try:
-        while True:
-            try:
-                return _download_once(http, url, target_dir, filename, content_type, deadline, timeout, chunk_size)
-            except FalTimeoutError as exc:
-                exc.attempts = policy.attempts
-                raise
-            except FalApiError as exc:
-                delay = policy.delay_for(exc, deadline - time.monotonic())
-                if delay is None:
-                    exc.attempts = policy.attempts
-                    raise
-                policy = policy.increment(exc)
-                _retry.sleep(delay)
+        return _retry.retrying(
+            lambda: _download_once(http, url, target_dir, filename, content_type, deadline, timeout, chunk_size),
+            policy=policy if policy is not None else RetryPolicy(),
+            classify=classify,
+            deadline=deadline,
+            hooks=hooks,
+        )
     finally:
         if own_session:
             http.close()
@@ -452,8 +454,16 @@ def _publish(spool: IO[bytes], final: Path) -> None:
         part.unlink(missing_ok=True)
 
 
+class Downloader(Protocol):
+    """Something that downloads one file into a directory (a :class:`~falwrap.FalClient` does)."""
+
+    def download(self, url: str, directory: str | Path = ".", *, filename: str | None = None) -> Path:
+        """Download ``url`` into ``directory`` and return the file's path."""
+        ...
+
+
 def save_outputs(
-    client: FalClient | None,
+    client: Downloader | None,
     outputs: Sequence[tuple[str, str | None]],
     directory: str | os.PathLike[str],
     prefix: str,

@@ -368,6 +368,18 @@ class Journal(Protocol):
         """Journaled jobs opened at or after ``since``, newest first."""
         ...
 
+    def claim(self, job_id: str, owner: str, *, now: datetime) -> bool:
+        """Make ``owner`` the owner of an open job whose owner is gone (compare-and-set).
+
+        For a later call with the same idempotency key that takes over a job whose
+        process died while submitting it: only one taker wins.
+
+        Returns:
+            ``True`` when ``owner`` took the job over; ``False`` when the job is
+            finished or its owner (possibly ``owner`` itself) is alive.
+        """
+        ...
+
     def heartbeat(self, owner: str, *, ttl: float, now: datetime) -> None:
         """Keep ``owner`` alive for ``ttl`` seconds: its open jobs are not someone else's to reconcile."""
         ...

@@ -45,6 +45,7 @@ __all__ = [
     "ConcurrencyLimit",
     "ConcurrencyLimiter",
     "LeakyBucket",
+    "LeaseKeeper",
     "Limiter",
     "RateLimiter",
     "Slot",
@@ -483,3 +484,56 @@ class Limiter:
         """Close what this limiter owns (a connection pool handed to it); idempotent."""
         if self._owned is not None:
             self._owned.close()
+
+
+class LeaseKeeper:
+    """Renews the leases of shared concurrency places while their jobs run. Thread-safe.
+
+    A job can go minutes without a status event (a long video with nobody
+    listening to its logs), longer than a lease. One daemon thread per client
+    renews every held lease each third of the shortest lease; it runs only
+    while some place is held and exits as soon as none is, so no thread
+    outlives the calls it serves. In-process places (no lease) are not tracked.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._slots: dict[int, Slot] = {}
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, slot: Slot) -> None:
+        """Keep ``slot`` renewed until :meth:`drop` (a no-op for places without a lease)."""
+        if slot.lease_seconds is None:
+            return
+        with self._lock:
+            self._slots[id(slot)] = slot
+            if self._thread is None:
+                self._wake.clear()
+                self._thread = threading.Thread(target=self._run, name="falwrap-lease-keeper", daemon=True)
+                self._thread.start()
+
+    def drop(self, slot: Slot) -> None:
+        """Stop renewing ``slot`` (it is being released)."""
+        with self._lock:
+            self._slots.pop(id(slot), None)
+            if not self._slots:
+                self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                slots = list(self._slots.values())
+                if not slots:
+                    self._thread = None
+                    self._wake.clear()
+                    return
+            every = min(float(slot.lease_seconds or 0.0) for slot in slots) / 3
+            if self._wake.wait(every):
+                # Woken by a drop: look again (a hold may have come since, so clear first).
+                with self._lock:
+                    self._wake.clear()
+                continue
+            for slot in slots:
+                # renew() never raises: a lease it cannot keep is logged and lapses.
+                slot.renew()

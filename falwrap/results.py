@@ -159,8 +159,9 @@ class JobHandle:
         submitted_at: When the job was accepted (aware UTC).
         operation: The ledger operation name.
         estimate_usd: The cost estimated (and reserved) at submission.
-        reservation_id: The budget hold made at submission, so whichever process
-            fetches the result can end it (``None`` without a budget).
+        reservation_id: A budget hold made at submission by falwrap before its journal
+            (kept so handles stored by older versions still end their hold); ``None`` now.
+        job_id: The journal's id of the job, so any process sharing the store finds it.
     """
 
     request_id: str
@@ -172,6 +173,7 @@ class JobHandle:
     operation: str = "generate"
     estimate_usd: Decimal = Decimal(0)
     reservation_id: str | None = None
+    job_id: str | None = None
 
     def to_dict(self) -> dict[str, str | None]:
         """A JSON-serialisable form."""
@@ -185,6 +187,7 @@ class JobHandle:
             "operation": self.operation,
             "estimate_usd": str(self.estimate_usd),
             "reservation_id": self.reservation_id,
+            "job_id": self.job_id,
         }
 
     @classmethod
@@ -200,6 +203,7 @@ class JobHandle:
             operation=str(data.get("operation", "generate")),
             estimate_usd=Decimal(str(data.get("estimate_usd", "0"))),
             reservation_id=data.get("reservation_id"),
+            job_id=data.get("job_id"),
         )
 
 

@@ -1,12 +1,16 @@
-"""The retry policy: which failures retry, how long to wait, and how many tries are left.
+"""The retry policy and the one retry loop every phase uses.
 
 :class:`RetryPolicy` is one immutable object in the manner of urllib3's
 ``Retry``: :meth:`RetryPolicy.increment` returns a new policy with one more
 attempt used and the failure appended to ``history``, so a policy can be
 shared between threads and a call's progress is plain data.
 
-Backoff sleeps go through :func:`sleep`, which :func:`set_testing` turns off
-for test suites (like stamina's ``set_testing``).
+:func:`retrying` is the only retry loop in falwrap: submissions, resubmissions
+of failed jobs, status, stream, result, cancel, uploads, downloads and the
+platform API all go through it, so every retry is decided by the policy, logged
+once at WARNING, told to the ``on_retry`` hooks, and slept through the same
+:func:`sleep`, which :func:`set_testing` turns off for test suites (like
+stamina's ``set_testing``); polling intervals use it too.
 """
 
 from __future__ import annotations
@@ -17,14 +21,25 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import ClassVar
+from typing import ClassVar, NoReturn, TypeVar
 
 import attrs
 
 from falwrap.config import RetryConfig
 from falwrap.errors import FalApiError
 
-__all__ = ["RetryDetails", "RetryHook", "RetryPolicy", "is_testing", "set_testing", "sleep"]
+__all__ = [
+    "RetryDetails",
+    "RetryHook",
+    "RetryPolicy",
+    "is_testing",
+    "notify",
+    "retrying",
+    "set_testing",
+    "sleep",
+]
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger("falwrap")
 
@@ -115,7 +130,7 @@ class RetryPolicy:
         A failure is retried when it is retryable and retries are left. A
         ``Retry-After`` from the server replaces the exponential delay. When the
         wait would not end before the deadline (``remaining`` seconds from now)
-        there is no point waiting: ``None``.
+        there is no point waiting: ``None`` (see :meth:`out_of_time` to tell why).
         """
         if not error.retryable or self.exhausted:
             return None
@@ -125,6 +140,10 @@ class RetryPolicy:
         if remaining is not None and not is_testing() and delay >= remaining:
             return None
         return delay
+
+    def out_of_time(self, error: FalApiError) -> bool:
+        """Whether :meth:`delay_for` refused ``error`` only because the deadline was too close."""
+        return error.retryable and not self.exhausted
 
     def increment(self, error: FalApiError) -> RetryPolicy:
         """A new policy with one more retry used and ``error`` appended to the history."""
@@ -200,3 +219,63 @@ def notify(hooks: tuple[RetryHook, ...], details: RetryDetails) -> None:
             hook(details)
         except Exception:
             logger.exception("[falwrap] on_retry hook %r failed", hook)
+
+
+def retrying(
+    attempt: Callable[[], _T],
+    *,
+    policy: RetryPolicy,
+    classify: Callable[[BaseException, int], tuple[str, FalApiError] | None],
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    hooks: tuple[RetryHook, ...] = (),
+    model_id: str | None = None,
+    request_id: str | None = None,
+    on_retry: Callable[[RetryDetails], None] | None = None,
+    on_deadline: Callable[[FalApiError, BaseException], NoReturn] | None = None,
+    pause: Callable[[float], None] | None = None,
+) -> _T:
+    """Run ``attempt`` until it succeeds, retrying what ``classify`` says is a retryable failure.
+
+    The one retry loop of falwrap (see the module docstring).
+
+    Args:
+        attempt: One try; its return value is returned.
+        policy: The policy at the start (retries already used count).
+        classify: Maps an exception and the attempts made so far to ``(phase, error)``,
+            the typed error to retry or raise (built with ``attempts``), or ``None`` to
+            let the exception through untouched (it is not a failure of this exchange).
+        deadline: ``clock()`` value after which no retry starts.
+        clock: Monotonic seconds (injectable with ``pause`` for deterministic tests).
+        hooks: Told about each retry, with the WARNING log line (:func:`notify`).
+        model_id, request_id: For the log line and hooks (``request_id`` falls back to the error's).
+        on_retry: Called before the backoff sleep (after the hooks), e.g. to prepare a resubmission.
+        on_deadline: Called instead of raising when a retryable failure has no time left
+            for its backoff; it must raise (e.g. a timeout that cancels the job).
+        pause: Sleeps for a backoff (default :func:`sleep`, which testing mode turns off).
+
+    Raises:
+        FalApiError: the classified error, when it is not retryable or retries ran out
+            (chained to the original exception).
+    """
+    while True:
+        try:
+            return attempt()
+        except BaseException as exc:
+            classified = classify(exc, policy.attempts)
+            if classified is None:
+                raise
+            phase, error = classified
+            cause: BaseException = exc
+        remaining = None if deadline is None else deadline - clock()
+        delay = policy.delay_for(error, remaining)
+        if delay is None:
+            if on_deadline is not None and remaining is not None and policy.out_of_time(error):
+                on_deadline(error, cause)
+            raise error from cause
+        details = RetryDetails(phase, policy.attempts + 1, delay, error, request_id or error.request_id, model_id)
+        notify(hooks, details)
+        if on_retry is not None:
+            on_retry(details)
+        policy = policy.increment(error)
+        (pause or sleep)(delay)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -87,16 +87,19 @@ class Budget:
     """Time limits for the exchanges made in one context.
 
     Args:
-        deadline: ``time.monotonic()`` value after which no exchange may run, or ``None``.
+        deadline: ``clock()`` value after which no exchange may run, or ``None``.
         per_exchange: Upper bound of any single exchange, seconds, or ``None``.
+        clock: The monotonic clock ``deadline`` is measured on (the caller's, so an
+            injected test clock and the transport agree).
     """
 
     deadline: float | None = None
     per_exchange: float | None = None
+    clock: Callable[[], float] = time.monotonic
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (may be negative), or ``None`` without one."""
-        return None if self.deadline is None else self.deadline - time.monotonic()
+        return None if self.deadline is None else self.deadline - self.clock()
 
 
 _NO_LIMITS = Budget()
@@ -104,9 +107,11 @@ _budget: contextvars.ContextVar[Budget] = contextvars.ContextVar("falwrap_budget
 
 
 @contextmanager
-def budget(deadline: float | None, per_exchange: float | None) -> Iterator[Budget]:
+def budget(
+    deadline: float | None, per_exchange: float | None, clock: Callable[[], float] = time.monotonic
+) -> Iterator[Budget]:
     """Run the exchanges of the ``with`` block under these limits (this thread/context only)."""
-    value = Budget(deadline, per_exchange)
+    value = Budget(deadline, per_exchange, clock)
     token = _budget.set(value)
     try:
         yield value

@@ -7,6 +7,7 @@ what is allowed, so a typo costs a traceback, not a queued job and its fee.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -247,3 +248,26 @@ def video_arguments(
         raise _fail(sorted(overlap)[0], "given twice (as a keyword and in params).")
     arguments.update(params)
     return _checked(model, arguments)
+
+
+#: The longest deadline a call may ask for: a day covers any generation fal runs.
+MAX_TIMEOUT_S = 86_400.0
+
+
+def check_timeout(value: Any, field: str = "timeout") -> float | None:
+    """A call's ``timeout=`` in seconds, checked: ``None`` means the default for the model.
+
+    Raises:
+        InvalidInputError: not a number (a string, a bool), NaN, infinite, zero or negative,
+            or longer than :data:`MAX_TIMEOUT_S`; names ``field``.
+    """
+    if value is None:
+        return None
+    if not _is_number(value):
+        raise _fail(field, f"expected a number of seconds such as 60, got {type(value).__name__} {value!r}.")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise _fail(field, f"expected a positive, finite number of seconds, got {value!r}.")
+    if seconds > MAX_TIMEOUT_S:
+        raise _fail(field, f"{value!r} s is longer than the {MAX_TIMEOUT_S:g} s (one day) a call may wait.")
+    return seconds

@@ -287,8 +287,8 @@ def test_status_of_a_finished_job_frees_its_concurrency_slot() -> None:
             assert len(c.ledger.records()) == 1
 
 
-def test_abandoned_submissions_are_reaped(fal: FakeFal) -> None:
-    """A submission whose result is never fetched is settled after the longest deadline: slot, budget, record."""
+def test_abandoned_submissions_free_their_place_and_are_reconciled(fal: FakeFal) -> None:
+    """A submission never fetched frees its place after the longest deadline; reconcile() settles it."""
     from falwrap import Timeouts
 
     timeouts = Timeouts(image=0.2, video_short=0.2, video_standard=0.2, video_long=0.2)
@@ -298,11 +298,16 @@ def test_abandoned_submissions_are_reaped(fal: FakeFal) -> None:
     )
     with FalClient(config) as c:
         first = c.submit("fal-ai/flux/schnell", {"prompt": "never fetched"})
-        assert c.ledger.reserved() > 0
-        time.sleep(0.3)
-        second = c.submit("fal-ai/flux/schnell", {"prompt": "next"})
-        (record,) = c.ledger.records()
-        assert record.request_id == first.request_id
-        assert record.error_code == "ABANDONED"
-        assert c.result(second)["images"]
         assert c.ledger.reserved() == 0
+        assert c.daily_cost() == Decimal("0.003")  # charged from acceptance
+        time.sleep(0.3)
+        second = c.submit("fal-ai/flux/schnell", {"prompt": "next"})  # max_concurrent=1: the place was freed
+        assert c.ledger.records() == []
+        assert c.result(second)["images"]
+        report = c.reconcile()
+        assert report.settled == 1
+        (job,) = report.jobs
+        assert job.request_id == first.request_id
+        assert c.result(first)["images"]  # from the journal
+        assert {r.request_id for r in c.ledger.records()} == {first.request_id, second.request_id}
+        assert c.daily_cost() == fal.billed_total == Decimal("0.006")

@@ -155,19 +155,20 @@ class MemoryJournal:
         """See :meth:`falwrap.journal.Journal.accept`."""
         with self._lock:
             entry = self._get(job_id)
-            ids = {
-                "request_id": accepted.request_id,
-                "status_url": accepted.status_url,
-                "response_url": accepted.response_url,
-                "cancel_url": accepted.cancel_url,
-                "gateway_request_id": accepted.gateway_request_id,
-            }
             if entry.state in (JobState.SUBMITTING, JobState.UNKNOWN):
-                new = attrs.evolve(entry, state=JobState.RUNNING, accepted_at=now, **ids)
+                new = attrs.evolve(entry, state=JobState.RUNNING, accepted_at=now)
             elif entry.request_id is None:
-                new = attrs.evolve(entry, accepted_at=entry.accepted_at or now, **ids)
+                new = attrs.evolve(entry, accepted_at=entry.accepted_at or now)
             else:
                 return entry
+            new = attrs.evolve(
+                new,
+                request_id=accepted.request_id,
+                status_url=accepted.status_url,
+                response_url=accepted.response_url,
+                cancel_url=accepted.cancel_url,
+                gateway_request_id=accepted.gateway_request_id,
+            )
             self._put(entry, new)
             return new
 
@@ -235,6 +236,15 @@ class MemoryJournal:
             entries = [e for e in self._jobs.values() if since is None or e.created_at >= since]
         entries.sort(key=lambda e: e.created_at, reverse=True)
         return entries if limit is None else entries[:limit]
+
+    def claim(self, job_id: str, owner: str, *, now: datetime) -> bool:
+        """See :meth:`falwrap.journal.Journal.claim`."""
+        with self._lock:
+            entry = self._get(job_id)
+            if entry.state not in OPEN_STATES or self._alive(entry.owner, now):
+                return False
+            self._put(entry, attrs.evolve(entry, owner=owner))
+            return True
 
     def heartbeat(self, owner: str, *, ttl: float, now: datetime) -> None:
         """See :meth:`falwrap.journal.Journal.heartbeat`."""

@@ -366,6 +366,35 @@ def test_a_live_owner_keeps_its_jobs_and_a_lapsed_one_gives_them_up(store: Store
     assert {e.job_id for e in j.unsettled(now=later)} == {mine.job_id, theirs.job_id}
 
 
+def test_only_one_taker_claims_an_orphaned_job(store: StoreFactory) -> None:
+    """A job whose owner is gone is claimed by exactly one of several takers; a live owner's never."""
+    j = store.journal()
+    j.heartbeat("alive", ttl=30, now=T0)
+    live, _ = j.open_job(intent(owner="alive"), budget=None, now=T0)
+    orphan, _ = j.open_job(intent(owner="dead"), budget=None, now=T0)
+    assert not j.claim(live.job_id, "taker-0", now=T0)
+    assert not j.claim(live.job_id, "alive", now=T0)
+    wins: list[str] = []
+    lock = threading.Lock()
+    instances = [store.journal(), store.journal()]
+
+    def worker(i: int) -> None:
+        instances[i % 2].heartbeat(f"taker-{i}", ttl=30, now=T0)
+        if instances[i % 2].claim(orphan.job_id, f"taker-{i}", now=T0):
+            with lock:
+                wins.append(f"taker-{i}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert j.get(orphan.job_id).owner == wins[0]  # type: ignore[union-attr]
+    j.finish(orphan.job_id, settlement=Settlement(JobState.NOT_SENT), now=T0)
+    assert not j.claim(orphan.job_id, "late", now=T0)
+
+
 def test_an_owner_that_never_beat_is_not_alive(store: StoreFactory) -> None:
     """A job whose owner never registered a heartbeat is reconcilable."""
     j = store.journal()

@@ -1,0 +1,584 @@
+"""The job runner: fal's queue protocol for one job, over an injected HTTP client, clock and sleep.
+
+It submits (and, when an answer was lost, finds out whether fal accepted the
+job), follows the request id on the status stream or by polling, fetches the
+result or the job's error, and cancels. It returns outcomes and raises typed
+errors; it knows nothing of ledgers, budgets or journals: it tells a
+:class:`SubmitListener` when fal accepted a job (or may have), and the caller
+writes that down.
+
+Every exchange goes through :func:`falwrap.retry.retrying` and runs under the
+job's deadline (:func:`falwrap.transport.budget`), measured on the injected clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, NoReturn, Protocol, TypeVar
+
+import attrs
+import fal_client
+import httpx
+
+from falwrap import retry as _retry
+from falwrap.errors import (
+    RETRYABLE_ERROR_TYPES,
+    AmbiguousSubmissionError,
+    FalApiError,
+    FalConnectionError,
+    FalTimeoutError,
+    ModelError,
+    ServerError,
+    error_from_response,
+    parse_billable_units,
+)
+from falwrap.following import DeadlinePassed, Follower, JobStatusParseError
+from falwrap.interrupts import deferred_interrupt
+from falwrap.journal import Accepted
+from falwrap.platform import PlatformApi, PlatformUnavailable, canonical_json
+from falwrap.results import JobStatus, Progress
+from falwrap.retry import RetryHook, RetryPolicy
+from falwrap.transport import DeadlineExceeded, ExchangeError, budget
+
+__all__ = [
+    "CANCEL_GRACE",
+    "DeadlinePassed",
+    "JobFailed",
+    "JobRunner",
+    "JobSpec",
+    "Output",
+    "RequestOptions",
+    "SubmitListener",
+    "queue_urls",
+]
+
+logger = logging.getLogger("falwrap")
+
+_T = TypeVar("_T")
+
+#: Time allowed to cancel a job after its deadline passed (the promise is that
+#: FalTimeoutError comes within deadline + 1 s).
+CANCEL_GRACE = 0.9
+
+#: How long to look for a submission whose answer was lost in fal's request list,
+#: which can lag behind the queue by a few seconds, before concluding fal never saw it.
+RESOLVE_WAIT = 6.0
+
+#: Polls of the request list while waiting for it to catch up.
+RESOLVE_POLL = 0.5
+
+#: Slack on the clocks when asking which requests arrived after a submission was sent.
+CLOCK_SKEW = timedelta(seconds=30)
+
+#: fal accepts start timeouts above this many seconds only.
+MIN_START_TIMEOUT = 1.0
+
+#: fal's queue host; the runner builds URLs on it only for a request found in the platform list.
+QUEUE_URL = "https://queue.fal.run"
+
+
+@attrs.frozen
+class RequestOptions:
+    """fal's per-request options, sent with a submission.
+
+    Args:
+        webhook_url: fal POSTs the outcome here when the job ends.
+        priority: ``"normal"`` or ``"low"`` (batch work that may wait).
+        start_timeout: Seconds fal may keep the job queued before dropping it (> 1); ``None``:
+            the time left before the call's deadline.
+        server_retries: Let fal retry a failed runner itself (``False`` sends ``x-fal-no-retry``).
+        fallbacks: Let fal reroute to a fallback endpoint (``False`` sends ``x-fal-disable-fallbacks``).
+        object_lifecycle: Seconds fal keeps generated files (privacy), when set.
+        store_io: ``False`` asks fal not to store the request's input and output payloads.
+    """
+
+    webhook_url: str | None = None
+    priority: str | None = None
+    start_timeout: float | None = None
+    server_retries: bool = True
+    fallbacks: bool = True
+    object_lifecycle: int | None = None
+    store_io: bool | None = None
+
+    def headers(self) -> dict[str, str]:
+        """The request headers these options add (``start_timeout`` and priority go through fal_client)."""
+        headers: dict[str, str] = {}
+        if not self.server_retries:
+            headers["x-fal-no-retry"] = "1"
+        if not self.fallbacks:
+            headers["x-fal-disable-fallbacks"] = "true"
+        if self.object_lifecycle is not None:
+            headers["X-Fal-Object-Lifecycle-Preference"] = f'{{"expiration_duration_seconds": {self.object_lifecycle}}}'
+        if self.store_io is False:
+            headers["X-Fal-Store-IO"] = "0"
+        return headers
+
+
+@attrs.frozen
+class JobSpec:
+    """One job to run.
+
+    Args:
+        endpoint: The fal endpoint.
+        arguments: Its JSON input.
+        deadline: Runner-clock time by which the job must be done (or cancelled).
+        timeout: The deadline as the caller gave it, in seconds (for messages).
+        started: Runner-clock time the call started (for progress events).
+        options: fal's request options.
+        on_progress: Told about every status change.
+    """
+
+    endpoint: str
+    arguments: Mapping[str, Any] = attrs.field(repr=False)
+    deadline: float
+    timeout: float
+    started: float
+    options: RequestOptions = RequestOptions()
+    on_progress: Callable[[Progress], None] | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class Output:
+    """A finished job's output.
+
+    Args:
+        data: The model's JSON output.
+        request_id: fal's request id.
+        billable_units: ``x-fal-billable-units``, when fal sent it.
+    """
+
+    data: dict[str, Any] = attrs.field(repr=False)
+    request_id: str
+    billable_units: Decimal | None = None
+
+
+class SubmitListener(Protocol):
+    """Told what happens to a submission, so the caller can journal it before anything else."""
+
+    def accepted(self, accepted: Accepted) -> None:
+        """fal accepted the job (or a lost submission was found in fal's request list)."""
+
+    def ambiguous(self) -> None:
+        """The submission may have reached fal; no answer came back."""
+
+    def known(self, request_id: str) -> bool:
+        """Whether ``request_id`` already belongs to another journaled job (never adopt it twice)."""
+
+
+class JobFailed(Exception):
+    """The job ran and failed; ``error`` is its typed error, ``billable_units`` what fal billed for it."""
+
+    def __init__(self, error: FalApiError, billable_units: Decimal | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.billable_units = billable_units
+
+
+def queue_urls(endpoint: str, request_id: str) -> Accepted:
+    """The queue URLs of ``request_id`` (status, result and cancel drop the endpoint's sub-path)."""
+    app = "/".join(endpoint.split("/")[:2])
+    base = f"{QUEUE_URL}/{app}/requests/{request_id}"
+    return Accepted(request_id, f"{base}/status", base, f"{base}/cancel")
+
+
+class JobRunner:
+    """Runs fal queue jobs. Thread-safe: one runner serves every thread of a client.
+
+    Args:
+        fal: fal_client's SyncClient, sharing ``http``'s connection pool.
+        http: The HTTP client (its transport routes fal's hosts and enforces deadlines).
+        policy: The retry policy every phase starts from.
+        per_exchange: Longest single exchange, seconds (a stalled one is retried).
+        poll_interval: First polling interval when the status stream is not used.
+        status_stream: Follow jobs on fal's status stream when the host offers it.
+        platform: fal's platform API, to find submissions whose answer was lost.
+        resubmit_ambiguous: Resubmit when the platform API cannot tell (may pay twice).
+        hooks: Retry hooks.
+        clock: Monotonic seconds.
+        sleep: Sleeps a polling interval (default: :func:`falwrap.retry.sleep`).
+        wall_clock: The current aware UTC time (to ask which requests arrived when).
+    """
+
+    def __init__(
+        self,
+        fal: fal_client.SyncClient,
+        http: httpx.Client,
+        *,
+        policy: RetryPolicy,
+        per_exchange: float,
+        poll_interval: float,
+        status_stream: bool = True,
+        platform: PlatformApi | None = None,
+        resubmit_ambiguous: bool = False,
+        hooks: tuple[RetryHook, ...] = (),
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = _retry.sleep,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self._fal = fal
+        self._http = http
+        self.policy = policy
+        self.per_exchange = per_exchange
+        self._platform = platform
+        self._resubmit_ambiguous = resubmit_ambiguous
+        self._hooks = hooks
+        self.clock = clock
+        self._sleep = sleep
+        self._wall_clock = wall_clock
+        self._follower = Follower(
+            http,
+            exchange=self.exchange,
+            poll_interval=poll_interval,
+            stream=status_stream,
+            clock=clock,
+            sleep=sleep,
+        )
+
+    # -- submission ------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec, listener: SubmitListener, *, attempts: int = 1) -> Accepted:
+        """Send the submission once; return fal's answer, found again if it was lost.
+
+        A Ctrl-C during the exchange is held until it ends (see :mod:`falwrap.interrupts`):
+        a job fal accepted is journaled and cancelled before ``KeyboardInterrupt`` is raised.
+
+        Raises:
+            ExchangeError: the submission failed before fal accepted it (the caller's
+                retry loop classifies it with :meth:`classify_submission`).
+            AmbiguousSubmissionError: it may have reached fal and fal's request list
+                cannot tell; nothing was resubmitted.
+            FalConnectionError: retryable: fal's request list shows it never arrived.
+            DeadlinePassed: no time was left to send it.
+        """
+        sent_at = self._wall_clock()
+        lost: BaseException | None = None
+        with deferred_interrupt() as interrupt:
+            try:
+                accepted, lost = self._send(spec)
+            except BaseException:
+                # The submission failed for good before fal accepted it: a held Ctrl-C wins.
+                if interrupt.pending:
+                    raise KeyboardInterrupt from None
+                raise
+        if accepted is None:
+            assert lost is not None
+            listener.ambiguous()
+            if interrupt.pending:
+                raise KeyboardInterrupt
+            accepted = self._resolve(spec, listener, sent_at, lost, attempts)
+        listener.accepted(accepted)
+        logger.debug("[falwrap] submitted %s as request %s", spec.endpoint, accepted.request_id)
+        if interrupt.pending:
+            self.cancel_quietly(accepted, spec.endpoint)
+            raise KeyboardInterrupt
+        return accepted
+
+    def _send(self, spec: JobSpec) -> tuple[Accepted | None, BaseException | None]:
+        """One submission exchange: fal's answer, or ``(None, why)`` when it may have arrived unanswered."""
+        options = spec.options
+        # Without a start timeout of its own, a job may wait in fal's queue only as long as the
+        # call will wait for it: past the deadline nobody follows it, so fal should drop it.
+        start = options.start_timeout if options.start_timeout is not None else spec.deadline - self.clock()
+        try:
+            with budget(spec.deadline, self.per_exchange, self.clock):
+                handle = self._fal.submit(
+                    spec.endpoint,
+                    dict(spec.arguments),
+                    webhook_url=options.webhook_url,
+                    priority=options.priority,  # type: ignore[arg-type]
+                    headers=options.headers(),
+                    # fal refuses start timeouts of a second or less.
+                    start_timeout=start if start > MIN_START_TIMEOUT else None,
+                )
+        except DeadlineExceeded:
+            raise DeadlinePassed(None) from None
+        except ExchangeError as exc:
+            if exc.response is not None or not exc.sent:
+                raise
+            return None, exc
+        except (ValueError, KeyError, TypeError) as exc:
+            # A 2xx whose body is not the queue's answer: the job may exist.
+            return None, exc
+        return Accepted(handle.request_id, handle.status_url, handle.response_url, handle.cancel_url), None
+
+    def _resolve(
+        self, spec: JobSpec, listener: SubmitListener, sent_at: datetime, lost: BaseException, attempts: int
+    ) -> Accepted:
+        """Find a submission whose answer was lost in fal's request list, or prove it is not there."""
+        what = f"The submission to {spec.endpoint} may have reached fal, but its answer was lost ({lost!r})"
+        if self._platform is None:
+            raise self._ambiguous(what + ", and falwrap has no way to ask fal which requests it received.", attempts)
+        wanted = canonical_json(dict(spec.arguments))
+        until = min(spec.deadline, self.clock() + RESOLVE_WAIT)
+        while True:
+            try:
+                records = self._platform.requests(spec.endpoint, deadline=until, start=sent_at - CLOCK_SKEW)
+            except PlatformUnavailable as exc:
+                if self._resubmit_ambiguous:
+                    msg = f"{what}; fal's request list could not tell ({exc.reason}); resubmitting as configured."
+                    raise FalConnectionError(msg, retryable=True, attempts=attempts) from exc
+                why = f"{what}, and fal's request list could not tell ({exc.reason})."
+                raise self._ambiguous(why, attempts) from exc
+            for record in records:
+                if canonical_json(record.json_input) == wanted and not listener.known(record.request_id):
+                    return queue_urls(spec.endpoint, record.request_id)
+            if self.clock() + RESOLVE_POLL >= until:
+                break
+            self._sleep(RESOLVE_POLL)
+        msg = f"{what}; fal's request list shows it never arrived, so it is safe to send it again."
+        return self._raise_retryable(msg, attempts)
+
+    @staticmethod
+    def _raise_retryable(message: str, attempts: int) -> NoReturn:
+        raise FalConnectionError(message, error_code="SUBMISSION_LOST", retryable=True, attempts=attempts)
+
+    def ambiguous_for_key(self, endpoint: str, reason: str) -> AmbiguousSubmissionError:
+        """The error for a keyed call that found its job's submitter dead and fal's request list silent."""
+        what = (
+            f"An earlier call with this idempotency key died while submitting to {endpoint}, and fal's "
+            f"request list could not tell whether the submission arrived ({reason})."
+        )
+        return self._ambiguous(what, 1)
+
+    @staticmethod
+    def _ambiguous(message: str, attempts: int) -> AmbiguousSubmissionError:
+        msg = (
+            f"{message} It was not resubmitted, so as not to pay twice; the job is journaled as unknown and its "
+            "estimate stays charged. Run FalClient.reconcile() (or `falwrap reconcile`) to settle it."
+        )
+        return AmbiguousSubmissionError(msg, attempts=attempts)
+
+    def classify_submission(self, endpoint: str) -> Callable[[BaseException, int], tuple[str, FalApiError] | None]:
+        """How the submission retry loop reads a failed attempt (``resubmit`` for a job that failed)."""
+
+        def classify(exc: BaseException, attempts: int) -> tuple[str, FalApiError] | None:
+            if isinstance(exc, ExchangeError):
+                return "submit", self.exchange_error(exc, endpoint, None, attempts)
+            if isinstance(exc, JobFailed):
+                exc.error.attempts = attempts
+                return "resubmit", exc.error
+            if isinstance(exc, FalConnectionError) and exc.error_code == "SUBMISSION_LOST":
+                return "submit", exc
+            return None
+
+        return classify
+
+    # -- following, results, job errors ------------------------------------------------------------
+
+    def complete(self, accepted: Accepted, spec: JobSpec, *, attempts: int = 1) -> Output:
+        """Follow an accepted job to its end and fetch its output.
+
+        Whatever ends the call early (the deadline, an error after retries, a raising
+        progress callback, ``KeyboardInterrupt``) cancels the job at fal first.
+
+        Raises:
+            JobFailed: the job ran and failed.
+            FalTimeoutError: the deadline passed; the job was cancelled at fal.
+            FalApiError: following or fetching failed after retries.
+        """
+        try:
+            status = self._follower.follow(accepted, spec)
+            if not status.failed:
+                return self.fetch(accepted, spec.endpoint, spec.deadline)
+            error, units = self.job_error(accepted, spec.endpoint, status, spec.deadline, attempts)
+        except DeadlinePassed:
+            self.cancel_quietly(accepted, spec.endpoint)
+            raise self.timeout(spec.endpoint, accepted.request_id, spec.timeout, cancelled=True) from None
+        except BaseException:
+            self.cancel_quietly(accepted, spec.endpoint)
+            raise
+        raise JobFailed(error, units)
+
+    def follow(self, accepted: Accepted, spec: JobSpec) -> JobStatus:
+        """Follow the job until it completes (see :class:`falwrap.following.Follower`)."""
+        return self._follower.follow(accepted, spec)
+
+    def fetch(self, accepted: Accepted, endpoint: str, deadline: float, *, job_error_type: str | None = None) -> Output:
+        """The job's output, read from its result URL (with ``x-fal-billable-units``).
+
+        ``job_error_type`` (``""`` when unknown) means the status said the job failed:
+        an answer carrying that error is the job's outcome, not a fault to retry.
+        """
+
+        def exchange() -> Output:
+            response = self._http.get(accepted.response_url)
+            data = response.json()
+            if not isinstance(data, dict):
+                msg = f"expected a JSON object, got {type(data).__name__}"
+                raise TypeError(msg)
+            units = parse_billable_units(response.headers.get("x-fal-billable-units"))
+            return Output(data, accepted.request_id, units)
+
+        return self.exchange(
+            "result", exchange, endpoint=endpoint, request_id=accepted.request_id, deadline=deadline,
+            job_error_type=job_error_type,
+        )  # fmt: skip
+
+    def job_error(
+        self, accepted: Accepted, endpoint: str, status: JobStatus, deadline: float, attempts: int
+    ) -> tuple[FalApiError, Decimal | None]:
+        """The typed error of a job that completed with an error, read from its result, and its billed units."""
+        try:
+            self.fetch(accepted, endpoint, deadline, job_error_type=status.error_type or "")
+        except ModelError as exc:
+            exc.attempts = attempts
+            return exc, exc.billable_units
+        except FalApiError as exc:
+            if exc.request_id == accepted.request_id and exc.status_code not in {None, 401, 403, 404, 429}:
+                exc.attempts = attempts
+                return exc, exc.billable_units
+            raise
+        # The result answered 2xx although the status said the job failed: trust the status.
+        error_type = status.error_type or "MODEL_ERROR"
+        msg = f"The job (request {accepted.request_id}) failed calling {endpoint}: {status.error or error_type}."
+        error = ModelError(
+            msg, error_code=error_type, request_id=accepted.request_id,
+            retryable=error_type in RETRYABLE_ERROR_TYPES, attempts=attempts,
+        )  # fmt: skip
+        return error, None
+
+    def status(self, accepted: Accepted, endpoint: str) -> JobStatus:
+        """Ask fal once where the job stands (transient failures retried briefly)."""
+        deadline = self.clock() + self.per_exchange * (self.policy.max_retries + 1)
+        return self.exchange(
+            "status", lambda: self._follower.poll_once(accepted, logs=False),
+            endpoint=endpoint, request_id=accepted.request_id, deadline=deadline,
+        )  # fmt: skip
+
+    # -- cancelling ------------------------------------------------------------------------------
+
+    def cancel(self, accepted: Accepted, endpoint: str) -> bool:
+        """Cancel the job at fal: ``True`` if fal accepted the cancellation, ``False`` if it had completed."""
+        deadline = self.clock() + self.per_exchange * (self.policy.max_retries + 1)
+        return self.exchange(
+            "cancel", lambda: self._cancel_once(accepted), endpoint=endpoint,
+            request_id=accepted.request_id, deadline=deadline,
+        )  # fmt: skip
+
+    def _cancel_once(self, accepted: Accepted) -> bool:
+        try:
+            self._http.put(accepted.cancel_url)
+        except ExchangeError as exc:
+            if exc.response is not None and exc.response.status_code == 400:
+                return False
+            raise
+        return True
+
+    def cancel_quietly(self, accepted: Accepted, endpoint: str) -> bool | None:
+        """Best-effort cancel within :data:`CANCEL_GRACE`; ``None`` when it could not be done. Never raises."""
+        grace = self.clock() + CANCEL_GRACE
+        try:
+            with budget(grace, CANCEL_GRACE, self.clock):
+                cancelled = self._cancel_once(accepted)
+        except (ExchangeError, DeadlineExceeded, httpx.HTTPError) as exc:
+            logger.warning("[falwrap] could not cancel request %s at fal: %s", accepted.request_id, exc)
+            return None
+        logger.info(
+            "[falwrap] %s request %s at fal (%s)",
+            "cancelled" if cancelled else "could not cancel finished",
+            accepted.request_id,
+            endpoint,
+        )
+        return cancelled
+
+    # -- the exchange loop and errors -----------------------------------------------------------
+
+    def exchange(
+        self,
+        phase: str,
+        call: Callable[[], _T],
+        *,
+        endpoint: str | None,
+        request_id: str | None,
+        deadline: float,
+        job_error_type: str | None = None,
+    ) -> _T:
+        """Run one exchange about an accepted job; transient failures retry the same exchange.
+
+        Nothing here submits: a job fal accepted is never submitted again.
+
+        Raises:
+            DeadlinePassed: no time was left (the caller cancels the job).
+            FalApiError: the exchange failed for good.
+        """
+
+        def attempt() -> _T:
+            try:
+                with budget(deadline, self.per_exchange, self.clock):
+                    return call()
+            except DeadlineExceeded:
+                raise DeadlinePassed(request_id) from None
+
+        def classify(exc: BaseException, attempts: int) -> tuple[str, FalApiError] | None:
+            if isinstance(exc, ExchangeError):
+                job_failed = job_error_type is not None
+                error = self.exchange_error(exc, endpoint, request_id, attempts, job_failed=job_failed)
+                if isinstance(error, ModelError) and job_error_type in {"", error.error_code}:
+                    raise error from exc
+                return phase, error
+            if isinstance(exc, (ValueError, KeyError, TypeError, JobStatusParseError)):
+                msg = f"fal's {phase} answer for request {request_id} could not be read ({exc!r})."
+                error = ServerError(
+                    msg, error_code="MALFORMED_RESPONSE", request_id=request_id, retryable=True, attempts=attempts
+                )
+                return phase, error
+            return None
+
+        def out_of_time(_error: FalApiError, cause: BaseException) -> NoReturn:
+            raise DeadlinePassed(request_id) from cause
+
+        return _retry.retrying(
+            attempt, policy=self.policy, classify=classify, deadline=deadline, clock=self.clock, hooks=self._hooks,
+            model_id=endpoint, request_id=request_id, on_deadline=out_of_time,
+        )  # fmt: skip
+
+    def exchange_error(
+        self,
+        exc: ExchangeError,
+        endpoint: str | None,
+        request_id: str | None,
+        attempts: int,
+        *,
+        job_failed: bool = False,
+    ) -> FalApiError:
+        """The typed error of a failed exchange."""
+        response = exc.response
+        if response is not None:
+            return error_from_response(
+                response.status_code, dict(response.headers), response.content, request_id=request_id,
+                job_failed=job_failed, model_id=endpoint, attempts=attempts, queue_phase=request_id is not None,
+            )  # fmt: skip
+        what = f" calling {endpoint}" if endpoint else ""
+        rid = f" (request {request_id})" if request_id else ""
+        if exc.timed_out:
+            msg = f"fal did not answer in time{what}{rid}. It may be overloaded; try again shortly."
+            return FalConnectionError(
+                msg, error_code="TIMEOUT", request_id=request_id, retryable=True, attempts=attempts
+            )
+        msg = (
+            f"Could not reach fal{what}{rid}: {type(exc.cause).__name__}. "
+            "Check the network (and FAL_BASE_URL if set), then try again."
+        )
+        return FalConnectionError(msg, request_id=request_id, retryable=True, attempts=attempts)
+
+    @staticmethod
+    def timeout(
+        endpoint: str, request_id: str | None, timeout: float | None, *, cancelled: bool, sent: bool = False
+    ) -> FalTimeoutError:
+        """The error for a deadline that passed; its message says only what falwrap knows of the job."""
+        limit = f" within {timeout:g} s" if timeout else " before its deadline"
+        if request_id is not None:
+            where = f" (request {request_id}, cancelled at fal)" if cancelled else f" (request {request_id})"
+        elif sent:
+            where = " (its submission may have reached fal; it is journaled until reconcile() settles it)"
+        else:
+            where = " (nothing was sent to fal)"
+        msg = (
+            f"The call to {endpoint} did not finish{limit}{where}. "
+            "Pass a larger timeout= or raise the FAL_TIMEOUT_* setting."
+        )
+        return FalTimeoutError(msg, request_id=request_id)

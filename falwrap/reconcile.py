@@ -1,0 +1,341 @@
+"""Reconciliation: settling every journaled job whose outcome nobody collected, by asking fal.
+
+A job stays open in the journal when its call ended without the outcome in hand
+(a deadline, a failed result fetch, Ctrl-C, a lost submit answer) or when the
+process that sent it died. Such a job is charged at its estimate. The
+:class:`Reconciler` asks fal what became of it — the queue (status, result)
+while fal keeps the result, then fal's platform request list (which keeps the
+input and output payloads) — stores the result payload, and records the true
+cost. It also revisits finished jobs whose cost is provisional (a job cancelled
+while it ran is charged at its estimate unless fal shows it was not billed).
+
+It runs on demand (:meth:`falwrap.FalClient.reconcile`, ``falwrap reconcile``),
+once in the background when a client starts on a store holding orphaned jobs,
+and before a call is refused for budget (an open job charged at its estimate
+may have cost less, or nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from falwrap.catalog import ModelInfo
+from falwrap.errors import BackendUnavailableError, FalApiError, NotFoundError
+from falwrap.following import DeadlinePassed
+from falwrap.jobs import JobRunner, queue_urls
+from falwrap.journal import OPEN_STATES, Accepted, JobEntry, JobState, Journal, Settlement
+from falwrap.platform import PlatformApi, PlatformUnavailable, RequestRecord, canonical_json
+from falwrap.records import CallRecord
+
+__all__ = ["ReconcileReport", "ReconciledJob", "Reconciler", "reconcile_in_background"]
+
+logger = logging.getLogger("falwrap")
+
+#: A submission not in fal's request list this long after it was sent never arrived
+#: (the list lags the queue by seconds, not minutes).
+NOT_ARRIVED_AFTER = timedelta(minutes=2)
+
+#: Slack on the clocks when asking which requests arrived after a submission was sent.
+CLOCK_SKEW = timedelta(seconds=30)
+
+#: Provisional costs older than this are no longer revisited: fal keeps nothing to ask about.
+PROVISIONAL_HORIZON = timedelta(days=2)
+
+
+@attrs.frozen
+class ReconciledJob:
+    """What reconciliation did with one job.
+
+    Args:
+        job_id: The journal's id.
+        endpoint: The fal endpoint.
+        request_id: fal's request id, when known (found).
+        before: The state it was in.
+        after: The state it is in now.
+        cost_before: What it was charged before.
+        cost_after: What it is charged now.
+        note: Why, in a few words.
+    """
+
+    job_id: str
+    endpoint: str
+    request_id: str | None
+    before: JobState
+    after: JobState
+    cost_before: Decimal
+    cost_after: Decimal
+    note: str
+
+
+@attrs.frozen
+class ReconcileReport:
+    """What :meth:`Reconciler.run` found.
+
+    Args:
+        settled: Jobs given an outcome (or a final cost) now.
+        still_running: Jobs fal is still running.
+        unknown: Jobs whose fate fal could not tell yet (still charged at their estimate).
+        cost_change: How much the journal's total spend moved (negative: money freed).
+        jobs: Each job looked at.
+    """
+
+    settled: int = 0
+    still_running: int = 0
+    unknown: int = 0
+    cost_change: Decimal = Decimal(0)
+    jobs: tuple[ReconciledJob, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (money as strings)."""
+        return {
+            "settled": self.settled,
+            "still_running": self.still_running,
+            "unknown": self.unknown,
+            "cost_change": str(self.cost_change),
+            "jobs": [
+                {**attrs.asdict(job), "before": str(job.before), "after": str(job.after),
+                 "cost_before": str(job.cost_before), "cost_after": str(job.cost_after)}
+                for job in self.jobs
+            ],
+        }  # fmt: skip
+
+
+def _charged(entry: JobEntry) -> Decimal:
+    return entry.cost if entry.charged else Decimal(0)
+
+
+class Reconciler:
+    """Settles open journal entries by asking fal. Thread-safe; journal writes settle each job once.
+
+    Args:
+        journal: The journal.
+        runner: The job runner (status, result, errors).
+        platform: fal's platform API.
+        model_info: Price lookup by endpoint (``None`` for endpoints outside the catalog).
+        cost: Computes a job's cost from units, output and arguments (see ``Accountant.cost``).
+        now: The journal's clock (aware UTC).
+        clock: Monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        runner: JobRunner,
+        platform: PlatformApi,
+        *,
+        model_info: Callable[[str], ModelInfo | None],
+        cost: Callable[..., Decimal],
+        now: Callable[[], datetime],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._journal = journal
+        self._runner = runner
+        self._platform = platform
+        self._model_info = model_info
+        self._cost = cost
+        self._now = now
+        self._clock = clock
+
+    @property
+    def journal(self) -> Journal:
+        """The journal it settles."""
+        return self._journal
+
+    def now(self) -> datetime:
+        """The journal's clock."""
+        return self._now()
+
+    def run(self, *, timeout: float = 60.0, entries: list[JobEntry] | None = None) -> ReconcileReport:
+        """Reconcile every unsettled job (or ``entries``), within ``timeout`` seconds."""
+        deadline = self._clock() + timeout
+        now = self._now()
+        todo = entries if entries is not None else self._journal.unsettled(now=now)
+        results: list[ReconciledJob] = []
+        for entry in todo:
+            if entry.state not in OPEN_STATES and entry.created_at < now - PROVISIONAL_HORIZON:
+                continue
+            if self._clock() >= deadline:
+                results.append(self._result(entry, entry, "not reached before the reconciliation deadline"))
+                continue
+            results.append(self.one(entry, deadline))
+        return _report(results)
+
+    def one(self, entry: JobEntry, deadline: float) -> ReconciledJob:
+        """Reconcile one job; never raises for what fal answers (the job stays as it was)."""
+        try:
+            return self._one(entry, deadline)
+        except (FalApiError, PlatformUnavailable, DeadlinePassed) as exc:
+            return self._result(entry, entry, f"fal could not tell: {exc}")
+        except BackendUnavailableError as exc:
+            return self._result(entry, entry, f"the journal could not be written: {exc}")
+
+    def _one(self, entry: JobEntry, deadline: float) -> ReconciledJob:
+        if entry.request_id is None:
+            found = self.find_submission(entry, deadline)
+            if found is None:
+                if entry.created_at <= self._now() - NOT_ARRIVED_AFTER:
+                    why = "fal's request list shows the submission never arrived"
+                    settlement = Settlement(JobState.NOT_SENT, error_code="NOT_SENT", error_message=why)
+                    return self._settle(entry, settlement, "fal never received it")
+                return self._result(entry, entry, "not in fal's request list yet")
+            entry = self._journal.accept(entry.job_id, found, now=self._now())
+        accepted = entry.accepted
+        assert accepted is not None
+        try:
+            status = self._runner.status(accepted, entry.endpoint)
+        except NotFoundError:
+            return self._from_platform(entry, deadline)
+        if not status.done:
+            return self._result(entry, entry, f"still {status.status.lower().replace('_', ' ')} at fal")
+        if status.failed:
+            error, units = self._runner.job_error(accepted, entry.endpoint, status, deadline, attempts=1)
+            return self._failed(entry, error.error_code, str(error), units, deadline)
+        try:
+            output = self._runner.fetch(accepted, entry.endpoint, deadline)
+        except NotFoundError:
+            return self._from_platform(entry, deadline)
+        cost = self._cost(self._model_info(entry.endpoint), output.billable_units, output.data, dict(entry.arguments))
+        settlement = Settlement(
+            JobState.SUCCEEDED, cost=cost, cost_final=True, billable_units=output.billable_units, result=output.data
+        )
+        return self._settle(entry, settlement, "result fetched from fal")
+
+    def _failed(
+        self, entry: JobEntry, code: str, message: str, units: Decimal | None, deadline: float
+    ) -> ReconciledJob:
+        info = self._model_info(entry.endpoint)
+        if code == "client_cancelled":
+            if units is not None:
+                cost = self._cost(info, units, None, dict(entry.arguments))
+                settlement = Settlement(JobState.CANCELLED, cost=cost, cost_final=True, billable_units=units,
+                                        error_code=code, error_message=message)  # fmt: skip
+                return self._settle(entry, settlement, "cancelled; fal billed it")
+            started = self._started(entry, deadline)
+            if started is False:
+                settlement = Settlement(JobState.CANCELLED, cost=Decimal(0), cost_final=True,
+                                        error_code=code, error_message=message)  # fmt: skip
+                return self._settle(entry, settlement, "cancelled before it started: not billed")
+            settlement = Settlement(JobState.CANCELLED, error_code=code, error_message=message)
+            return self._settle(entry, settlement, "cancelled while running: charged at its estimate")
+        cost = self._cost(info, units, None, dict(entry.arguments), zero=True)
+        settlement = Settlement(JobState.FAILED, cost=cost, cost_final=True, billable_units=units,
+                                error_code=code, error_message=message)  # fmt: skip
+        return self._settle(entry, settlement, "failed at fal")
+
+    def _started(self, entry: JobEntry, deadline: float) -> bool | None:
+        """Whether fal started the job (``None``: fal's request list cannot tell)."""
+        try:
+            records = self._platform.requests(entry.endpoint, deadline=deadline, request_id=entry.request_id)
+        except PlatformUnavailable:
+            return None
+        for record in records:
+            if record.request_id == entry.request_id:
+                return record.started_at is not None
+        return None
+
+    def _from_platform(self, entry: JobEntry, deadline: float) -> ReconciledJob:
+        """The queue no longer knows the job (its result expired): read fal's request list."""
+        records = self._platform.requests(entry.endpoint, deadline=deadline, request_id=entry.request_id)
+        record = next((r for r in records if r.request_id == entry.request_id), None)
+        if record is None:
+            return self._result(entry, entry, "neither the queue nor fal's request list knows it")
+        if not record.finished:
+            return self._result(entry, entry, "still running at fal")
+        if record.succeeded and isinstance(record.json_output, dict):
+            info = self._model_info(entry.endpoint)
+            cost = self._cost(info, None, record.json_output, dict(entry.arguments))
+            settlement = Settlement(JobState.SUCCEEDED, cost=cost, cost_final=True, result=record.json_output)
+            return self._settle(entry, settlement, "result read from fal's request list")
+        code = "client_cancelled" if record.status_code == 499 else f"HTTP_{record.status_code}"
+        return self._failed(entry, code, f"fal's request list reports HTTP {record.status_code}", None, deadline)
+
+    def find_submission(self, entry: JobEntry, deadline: float) -> Accepted | None:
+        """The request fal received for a submission whose answer was lost, or ``None``."""
+        wanted = canonical_json(dict(entry.arguments))
+        records: list[RequestRecord] = self._platform.requests(
+            entry.endpoint, deadline=deadline, start=entry.created_at - CLOCK_SKEW
+        )
+        for record in records:
+            if canonical_json(record.json_input) == wanted:
+                owner = self._journal.find(record.request_id)
+                if owner is None or owner.job_id == entry.job_id:
+                    return queue_urls(entry.endpoint, record.request_id)
+        return None
+
+    def _settle(self, entry: JobEntry, settlement: Settlement, note: str) -> ReconciledJob:
+        now = self._now()
+        record = CallRecord(
+            timestamp=now,
+            model_id=entry.endpoint,
+            operation=entry.operation,
+            duration_ms=max(0, int((now - entry.created_at).total_seconds() * 1000)),
+            cost_usd=settlement.cost if settlement.cost is not None else entry.cost,
+            success=settlement.state is JobState.SUCCEEDED,
+            error_code=settlement.error_code,
+            request_id=entry.request_id,
+            job_id=entry.job_id,
+        )
+        self._journal.finish(entry.job_id, settlement=settlement, record=record, now=now)
+        after = self._journal.get(entry.job_id) or entry
+        return self._result(entry, after, note)
+
+    @staticmethod
+    def _result(before: JobEntry, after: JobEntry, note: str) -> ReconciledJob:
+        return ReconciledJob(
+            job_id=before.job_id,
+            endpoint=before.endpoint,
+            request_id=after.request_id,
+            before=before.state,
+            after=after.state,
+            cost_before=_charged(before),
+            cost_after=_charged(after),
+            note=note,
+        )
+
+
+def _report(results: list[ReconciledJob]) -> ReconcileReport:
+    settled = sum(
+        1 for r in results if r.after not in OPEN_STATES and (r.before in OPEN_STATES or r.cost_before != r.cost_after)
+    )
+    running = sum(1 for r in results if r.after is JobState.RUNNING)
+    unknown = sum(1 for r in results if r.after in (JobState.UNKNOWN, JobState.SUBMITTING))
+    change = sum((r.cost_after - r.cost_before for r in results), Decimal(0))
+    return ReconcileReport(settled, running, unknown, change, tuple(results))
+
+
+def reconcile_in_background(reconciler: Reconciler, *, timeout: float = 60.0) -> threading.Thread | None:
+    """Start one bounded reconciliation on a daemon thread if the journal holds jobs nobody owns.
+
+    For a client that starts on a store where another process died with jobs in
+    flight. Returns the thread, or ``None`` when there was nothing to do (or the
+    journal could not be read: the next explicit reconcile will try again).
+    """
+    try:
+        orphans = reconciler.journal.unsettled(now=reconciler.now(), provisional=False)
+    except BackendUnavailableError:
+        return None
+    if not orphans:
+        return None
+
+    def run() -> None:
+        try:
+            report = reconciler.run(timeout=timeout, entries=orphans)
+        except Exception:
+            logger.exception("[falwrap] background reconciliation failed")
+            return
+        logger.info(
+            "[falwrap] reconciled %d orphaned job(s): %d settled, %d still running, %d unknown, cost change $%s",
+            len(orphans), report.settled, report.still_running, report.unknown, report.cost_change,
+        )  # fmt: skip
+
+    thread = threading.Thread(target=run, name="falwrap-reconcile", daemon=True)
+    thread.start()
+    return thread
