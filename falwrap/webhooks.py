@@ -227,12 +227,12 @@ class WebhookVerifier:
         if not _TIMESTAMP.fullmatch(timestamp_text):
             msg = f"X-Fal-Webhook-Timestamp must be epoch seconds (digits only), got {timestamp_text[:40]!r}."
             raise WebhookVerificationError(msg, reason="malformed_header")
-        timestamp = int(timestamp_text)
-        self._check_age(timestamp, current)
         signature_text = _header(found, HEADER_SIGNATURE)
         if not _SIGNATURE.fullmatch(signature_text):
             msg = "X-Fal-Webhook-Signature must be 128 hexadecimal digits (a 64-byte Ed25519 signature)."
             raise WebhookVerificationError(msg, reason="malformed_header")
+        timestamp = int(timestamp_text)
+        self._check_age(timestamp, current)
         digest = hashlib.sha256(raw).hexdigest()
         message = f"{request_id}\n{user_id}\n{timestamp_text}\n{digest}".encode()
         self._check_signature(bytes.fromhex(signature_text), message)
