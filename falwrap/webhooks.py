@@ -61,11 +61,11 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 #: A tolerance above an hour would let a captured delivery be replayed for that long.
 MAX_TOLERANCE_S = 3600.0
 
-HEADER_REQUEST_ID = "x-fal-webhook-request-id"
-HEADER_USER_ID = "x-fal-webhook-user-id"
-HEADER_TIMESTAMP = "x-fal-webhook-timestamp"
-HEADER_SIGNATURE = "x-fal-webhook-signature"
-_HEADERS = (HEADER_REQUEST_ID, HEADER_USER_ID, HEADER_TIMESTAMP, HEADER_SIGNATURE)
+_HEADER_REQUEST_ID = "x-fal-webhook-request-id"
+_HEADER_USER_ID = "x-fal-webhook-user-id"
+_HEADER_TIMESTAMP = "x-fal-webhook-timestamp"
+_HEADER_SIGNATURE = "x-fal-webhook-signature"
+_HEADERS = (_HEADER_REQUEST_ID, _HEADER_USER_ID, _HEADER_TIMESTAMP, _HEADER_SIGNATURE)
 
 # Ids are joined with newlines into the signed message: printable ASCII without
 # whitespace keeps that message unambiguous.
@@ -221,13 +221,13 @@ class WebhookVerifier:
             msg = f"The body is {len(raw)} bytes, more than the {self._max_body_bytes} accepted."
             raise WebhookVerificationError(msg, reason="body_too_large")
         found = _collect_headers(headers)
-        request_id = _id_header(found, HEADER_REQUEST_ID)
-        user_id = _id_header(found, HEADER_USER_ID)
-        timestamp_text = _header(found, HEADER_TIMESTAMP)
+        request_id = _id_header(found, _HEADER_REQUEST_ID)
+        user_id = _id_header(found, _HEADER_USER_ID)
+        timestamp_text = _header(found, _HEADER_TIMESTAMP)
         if not _TIMESTAMP.fullmatch(timestamp_text):
             msg = f"X-Fal-Webhook-Timestamp must be epoch seconds (digits only), got {timestamp_text[:40]!r}."
             raise WebhookVerificationError(msg, reason="malformed_header")
-        signature_text = _header(found, HEADER_SIGNATURE)
+        signature_text = _header(found, _HEADER_SIGNATURE)
         if not _SIGNATURE.fullmatch(signature_text):
             msg = "X-Fal-Webhook-Signature must be 128 hexadecimal digits (a 64-byte Ed25519 signature)."
             raise WebhookVerificationError(msg, reason="malformed_header")

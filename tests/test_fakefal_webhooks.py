@@ -382,11 +382,14 @@ def test_stop_with_a_retry_pending_joins_every_thread() -> None:
 def test_restart_resumes_pending_retries(receiver: Receiver) -> None:
     """A retry scheduled before stop() is sent after start() again."""
     receiver.script(500)
-    emulator = FakeFal(latency=0.01, webhook_time_scale=0.05)
+    emulator = FakeFal(latency=0.01, webhook_time_scale=0.2)  # the retry waits 1.4 s
     with emulator:
         Official(key=emulator.key, target=emulator.url).submit(DEV, {"prompt": "x"}, webhook_url=receiver.url)
         receiver.wait_for(1)
+    restarted = time.monotonic()
     with emulator:
         receiver.wait_for(2)
         assert emulator.webhooks.wait_idle(10)
-    assert [(a.attempt, a.status_code) for a in emulator.webhooks.attempts] == [(1, 500), (2, 200)]
+    first, second = emulator.webhooks.attempts
+    assert [(first.attempt, first.status_code), (second.attempt, second.status_code)] == [(1, 500), (2, 200)]
+    assert second.sent_at > restarted
