@@ -1,7 +1,8 @@
 """falwrap: a synchronous, thread-safe production SDK over fal-client.
 
 ``FalClient`` (and the things that pull in fal_client and httpx) load on first
-use, so ``import falwrap`` stays cheap for CLIs and web workers.
+use, so ``import falwrap`` stays cheap for CLIs and web workers; so does the
+``falwrap.webhooks`` module (requests and cryptography).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from falwrap.errors import (
     RateLimitError,
     RateLimitTimeout,
     ServerError,
+    WebhookVerificationError,
 )
 from falwrap.ledger import CallRecord, CostLedger, Ledger, Reservation
 from falwrap.limiter import ConcurrencyLimit, ConcurrencyLimiter, LeakyBucket, Limiter, RateLimiter, Slot
@@ -102,6 +104,7 @@ __all__ = [
     "Timeouts",
     "Video",
     "VideoResult",
+    "WebhookVerificationError",
     "__version__",
     "actual_cost",
     "billable_units",
@@ -120,7 +123,15 @@ _LAZY = {
 }
 
 
+#: Submodules reachable as attributes of ``falwrap`` without importing them first.
+_LAZY_MODULES = frozenset({"webhooks"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f"falwrap.{name}")
     module = _LAZY.get(name)
     if module is None:
         msg = f"module 'falwrap' has no attribute {name!r}"
@@ -133,4 +144,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | _LAZY_MODULES)

@@ -9,6 +9,7 @@ The tree::
      ├── NoModelError(FalwrapError, LookupError)           selection found no model; says why
      ├── RateLimitTimeout(FalwrapError, TimeoutError)      the local limiter wait passed the deadline
      ├── BackendUnavailableError(FalwrapError, ConnectionError)  the shared Redis state is unreachable
+     ├── WebhookVerificationError(FalwrapError, ValueError)  a webhook delivery failed verification; .reason
      └── FalApiError(FalwrapError)                         anything fal answered, or failed to
           ├── AuthenticationError                          401 / 403 key problems
           ├── PaymentRequiredError                         402 / locked account, exhausted balance
@@ -55,6 +56,7 @@ __all__ = [
     "RateLimitError",
     "RateLimitTimeout",
     "ServerError",
+    "WebhookVerificationError",
 ]
 
 
@@ -144,6 +146,41 @@ class BackendUnavailableError(FalwrapError, ConnectionError):
     Raised before a call is submitted (budget or limiter check), so nothing was
     sent to fal and nothing was spent.
     """
+
+
+class WebhookVerificationError(FalwrapError, ValueError):
+    """A webhook delivery is not provably from fal; answer it 400/401 and do not act on it.
+
+    ``reason`` is one of ``REASONS`` (``bad_signature``, ``stale_timestamp``, ...):
+    stable text to log, count or return in an error answer.
+    """
+
+    #: Every reason ``falwrap.webhooks`` reports; see docs/web.md for what each means.
+    REASONS = frozenset(
+        {
+            "missing_header",
+            "malformed_header",
+            "stale_timestamp",
+            "future_timestamp",
+            "body_too_large",
+            "bad_signature",
+            "unknown_key",
+            "jwks_unavailable",
+            "malformed_body",
+            "request_id_mismatch",
+        }
+    )
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        if reason not in self.REASONS:
+            msg = f"unknown webhook verification reason {reason!r}"
+            raise ValueError(msg)
+        super().__init__(message)
+        #: Why the delivery was rejected: one of ``REASONS``.
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"WebhookVerificationError(reason={self.reason!r}, message={self.message!r})"
 
 
 class FalApiError(FalwrapError):

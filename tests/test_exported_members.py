@@ -30,8 +30,8 @@ def test_design_contract_names_are_exported() -> None:
 
 
 def test_import_is_light() -> None:
-    """`import falwrap` loads neither fal_client, httpx, redis nor requests (they load on first use)."""
-    heavy = "('fal_client', 'httpx', 'redis', 'requests')"
+    """`import falwrap` loads neither fal_client, httpx, redis, requests nor cryptography (they load on first use)."""
+    heavy = "('fal_client', 'httpx', 'redis', 'requests', 'cryptography')"
     code = f"import sys, falwrap; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

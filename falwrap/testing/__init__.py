@@ -3,7 +3,8 @@
 ``with FakeFal() as fal:`` serves fal's queue (submit, status, status stream,
 result, cancel), storage uploads, output files and the platform pricing API on
 127.0.0.1, with scripted faults, request counters and a server-side billing
-record.  The pytest plugin (``falwrap.testing.plugin``) provides a ``fake_fal`` fixture.
+record; jobs submitted with ``fal_webhook`` get signed webhook deliveries.
+The pytest plugin (``falwrap.testing.plugin``) provides a ``fake_fal`` fixture.
 """
 
 from falwrap.testing.billing import BillingRecord, billable_units
@@ -12,6 +13,8 @@ from falwrap.testing.faults import ROUTES, Fault
 from falwrap.testing.jobs import JobView
 from falwrap.testing.models import FakeModel, JobFailure, default_models
 from falwrap.testing.routing import RouteToFakeFal
+from falwrap.testing.webhook_faults import WebhookFault
+from falwrap.testing.webhooks import WebhookAttempt
 
 __all__ = [
     "ROUTES",
@@ -22,6 +25,8 @@ __all__ = [
     "JobFailure",
     "JobView",
     "RouteToFakeFal",
+    "WebhookAttempt",
+    "WebhookFault",
     "billable_units",
     "default_models",
 ]

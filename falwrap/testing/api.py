@@ -21,6 +21,8 @@ from falwrap.testing.jobs import Job, JobBoard, WallClock, logs_of, next_log_at
 from falwrap.testing.messages import EventStream, Request, Response, json_response
 from falwrap.testing.models import FakeModel, JobFailure
 from falwrap.testing.outputs import FileStore, build_output, new_file_name
+from falwrap.testing.webhook_keys import WebhookSigner
+from falwrap.testing.webhooks import webhook_url_problem
 
 __all__ = ["FalApi", "Route"]
 
@@ -89,6 +91,8 @@ def classify(method: str, path: str) -> Route:
         return Route("unknown", "unknown")
     if segs[0] == "v1" and segs[1:] == ["models", "pricing"] and method == "GET":
         return Route("pricing", "pricing")
+    if segs == [".well-known", "jwks.json"] and method == "GET":
+        return Route("jwks", "jwks")
     if "requests" in segs[2:]:
         index = segs.index("requests", 2)
         app, rest = "/".join(segs[:index]), segs[index + 1 :]
@@ -137,6 +141,7 @@ class FalApi:
         concurrency: jobs IN_PROGRESS at once, account-wide.
         latency: when set, every model's run time in seconds.
         base_url: callable returning the server's URL (known only once it listens).
+        signer: the webhook signing keys, published at ``/.well-known/jwks.json``.
     """
 
     key: str = attrs.field(repr=False)
@@ -145,6 +150,7 @@ class FalApi:
     latency: float | None
     base_url: Callable[[], str]
     clock: Callable[[], float] = time.monotonic
+    signer: WebhookSigner = attrs.field(factory=WebhookSigner)
     counters: RequestCounters = attrs.field(factory=RequestCounters, init=False)
     files: FileStore = attrs.field(factory=FileStore, init=False)
     board: JobBoard = attrs.field(init=False)
@@ -304,6 +310,8 @@ class FalApi:
             if not self._authorized(request):
                 return _platform_error(401, "authorization_error", "Invalid or missing API key.")
             return self._pricing(request)
+        if route.action == "jwks":
+            return json_response(200, self.signer.jwks(), [("Cache-Control", "public, max-age=3600")])
         if route.action == "unknown":
             return json_response(404, {"detail": "Not Found"})
         if not self._authorized(request):
@@ -329,6 +337,11 @@ class FalApi:
         if not isinstance(arguments, dict):
             detail = [{"loc": ["body"], "msg": "Input should be a valid dictionary", "type": "dict_type"}]
             return json_response(422, {"detail": detail})
+        webhook_url = request.param("fal_webhook")
+        problem = webhook_url_problem(webhook_url) if webhook_url is not None else None
+        if problem is not None:
+            detail = [{"loc": ["query", "fal_webhook"], "msg": problem, "type": "value_error"}]
+            return json_response(422, {"detail": detail})
         now = self.clock()
         start_timeout = _float_or_none(request.headers.get("x-fal-request-timeout"))
         max_queue = _int_or_none(request.param("fal_max_queue_length"))
@@ -341,7 +354,7 @@ class FalApi:
             latency_s=self._latency_of(model),
             failure=self._take_failure(model),
             start_deadline=now + start_timeout if start_timeout is not None and start_timeout > 0 else None,
-            webhook_url=request.param("fal_webhook"),
+            webhook_url=webhook_url,
         )
         position = self.board.submit(job, max_queue)
         if position is None:

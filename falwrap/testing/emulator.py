@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 from collections.abc import Mapping
@@ -14,6 +15,8 @@ from falwrap.testing.faults import Fault, FaultQueue
 from falwrap.testing.jobs import JobView
 from falwrap.testing.models import FakeModel, JobFailure, default_models
 from falwrap.testing.server import FakeFalServer
+from falwrap.testing.webhook_faults import WebhookFault
+from falwrap.testing.webhooks import WebhookDispatcher
 
 __all__ = ["FakeFal"]
 
@@ -35,9 +38,12 @@ class FakeFal:
         latency: when set, the run time of every model's jobs, in seconds.
         host: interface to bind (keep 127.0.0.1).
         port: TCP port; 0 picks a free one.
+        webhook_time_scale: multiplies fal's webhook retry schedule (10 retries over
+            2 hours); 0.001 runs it in 7.2 s.
 
     Raises:
-        ValueError: when ``concurrency < 1``.
+        ValueError: when ``concurrency < 1`` or ``webhook_time_scale`` is not finite and > 0.
+        TypeError: when ``webhook_time_scale`` is not a number.
 
     Example::
 
@@ -53,9 +59,16 @@ class FakeFal:
         latency: float | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        webhook_time_scale: float = 1.0,
     ) -> None:
         if concurrency < 1:
             msg = f"concurrency must be >= 1, got {concurrency}"
+            raise ValueError(msg)
+        if isinstance(webhook_time_scale, bool) or not isinstance(webhook_time_scale, (int, float)):
+            msg = f"webhook_time_scale must be a number, got {webhook_time_scale!r}"
+            raise TypeError(msg)
+        if not (math.isfinite(webhook_time_scale) and webhook_time_scale > 0):
+            msg = f"webhook_time_scale must be a finite number > 0, got {webhook_time_scale!r}"
             raise ValueError(msg)
         self._key = key if key is not None else f"{secrets.token_hex(8)}:{secrets.token_hex(16)}"
         self._host = host
@@ -69,6 +82,8 @@ class FakeFal:
             latency=latency,
             base_url=lambda: self._url,
         )
+        self._webhooks = WebhookDispatcher(self._api.board, self._api.signer, webhook_time_scale, self._api.clock)
+        self._api.board.observer = self._webhooks
         self._server: FakeFalServer | None = None
         self._thread: threading.Thread | None = None
         self._lifecycle = threading.Lock()
@@ -100,6 +115,7 @@ class FakeFal:
                 target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fakefal-accept", daemon=True
             )
             self._thread.start()
+            self._webhooks.start()
             return self
 
     def stop(self) -> None:
@@ -118,6 +134,7 @@ class FakeFal:
             server.close_all()
             if thread is not None:
                 thread.join()
+            self._webhooks.stop()
 
     def __enter__(self) -> FakeFal:
         return self.start()
@@ -162,6 +179,27 @@ class FakeFal:
         """
         return dict(self._api.models)
 
+    @property
+    def webhook_jwks_url(self) -> str:
+        """Where the emulator publishes its webhook public keys (verify deliveries against it).
+
+        Returns:
+            ``<url>/.well-known/jwks.json``.
+
+        Raises:
+            RuntimeError: before ``start()``.
+        """
+        return f"{self.url}/.well-known/jwks.json"
+
+    @property
+    def webhooks(self) -> WebhookDispatcher:
+        """The webhook deliveries: attempts, deliveries, drops, ``wait_idle()``, ``sign()``.
+
+        Returns:
+            The dispatcher.
+        """
+        return self._webhooks
+
     # -- scripting ------------------------------------------------------------
 
     def inject(self, route: str, fault: Fault, times: int = 1, model: str | None = None) -> None:
@@ -180,8 +218,31 @@ class FakeFal:
         self._faults.add(route, fault, times, model)
 
     def clear_faults(self) -> None:
-        """Forget every fault not consumed yet."""
+        """Forget every fault not consumed yet, webhook faults included."""
         self._faults.clear()
+        self._webhooks.clear_faults()
+
+    def inject_webhook(self, fault: WebhookFault, times: int = 1) -> None:
+        """Mishandle the webhook deliveries of the next ``times`` jobs that end; consumed FIFO.
+
+        Args:
+            fault: what to do (see ``WebhookFault``).
+            times: how many jobs.
+
+        Raises:
+            ValueError: when ``times < 1``.
+            TypeError: when ``fault`` is not a WebhookFault.
+        """
+        self._webhooks.inject(fault, times)
+
+    def rotate_webhook_key(self, keep_old: bool = False) -> None:
+        """Sign deliveries with a new key from now on, and publish it.
+
+        Args:
+            keep_old: keep publishing the previous keys too (fal's grace period);
+                by default they are dropped from the JWKS at once.
+        """
+        self._api.signer.rotate(keep_old)
 
     def fail_next_jobs(self, n: int, failure: JobFailure, model: str | None = None) -> None:
         """Make the next ``n`` accepted jobs complete with ``failure`` instead of an output.
@@ -302,7 +363,8 @@ class FakeFal:
     def reset_counters(self) -> None:
         """Zero the request counters, submissions and submit times; restart ``max_in_flight``.
 
-        Jobs and billing are kept.
+        Jobs and billing are kept; the webhook attempts and drops are forgotten.
         """
         self._api.counters.reset()
         self._api.board.reset_stats()
+        self._webhooks.reset()

@@ -14,7 +14,7 @@ import attrs
 __all__ = ["ROUTES", "Fault", "FaultQueue"]
 
 #: Route names used by ``FakeFal.inject`` and ``FakeFal.counters``.
-ROUTES = ("submit", "status", "stream", "result", "cancel", "upload", "pricing", "file")
+ROUTES = ("submit", "status", "stream", "result", "cancel", "upload", "pricing", "file", "jwks")
 
 FaultKind = Literal["http", "reset", "stall", "malformed_json", "cut"]
 

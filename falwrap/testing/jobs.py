@@ -18,13 +18,13 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import attrs
 
 from falwrap.testing.models import FakeModel, JobFailure
 
-__all__ = ["CANCELLED", "Job", "JobBoard", "JobView"]
+__all__ = ["CANCELLED", "Job", "JobBoard", "JobObserver", "JobView"]
 
 State = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
 Outcome = Literal["ok", "failed", "cancelled"]
@@ -86,7 +86,7 @@ class JobView:
         started_at: monotonic time it went IN_PROGRESS, if it did.
         completed_at: monotonic time it completed, if it did.
         billable_units: units billed (successful jobs only).
-        webhook_url: the ``fal_webhook`` it was submitted with (recorded, never called).
+        webhook_url: the ``fal_webhook`` it was submitted with (called when the job ends).
     """
 
     request_id: str
@@ -105,6 +105,16 @@ class JobView:
 CompletionHook = Callable[[Job], None]
 
 
+class JobObserver(Protocol):
+    """Told when jobs are accepted and when they end; called under the board's lock, so it must be quick."""
+
+    def job_accepted(self, job: Job) -> None:
+        """A job was accepted (it is IN_QUEUE or IN_PROGRESS)."""
+
+    def job_ended(self, job: Job) -> None:
+        """A job ended: it ran, failed, timed out waiting or was cancelled (``outcome`` is set)."""
+
+
 @attrs.define
 class JobBoard:
     """Account-wide queue with at most ``concurrency`` jobs IN_PROGRESS. Thread-safe.
@@ -115,11 +125,13 @@ class JobBoard:
             cancellations or start timeouts); may set ``output``, ``failure`` and
             ``billable_units``. Must be quick and must not call back into the board.
         clock: monotonic clock.
+        observer: told of every accepted and every ended job (set before serving).
     """
 
     concurrency: int = attrs.field(validator=attrs.validators.ge(1))
     on_complete: CompletionHook
     clock: Callable[[], float] = time.monotonic
+    observer: JobObserver | None = None
     cond: threading.Condition = attrs.field(factory=threading.Condition, init=False, repr=False)
     closed: bool = attrs.field(default=False, init=False)
     _jobs: dict[str, Job] = attrs.field(factory=dict, init=False)
@@ -185,6 +197,8 @@ class JobBoard:
         self._running.discard(job)
         self._in_flight -= 1
         self._promote(when)
+        if self.observer is not None:
+            self.observer.job_ended(job)
 
     def _promote(self, when: float) -> None:
         while len(self._running) < self.concurrency and self._queue:
@@ -215,6 +229,8 @@ class JobBoard:
             self.accepted += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             position = len(self._queue) - 1
+            if self.observer is not None:
+                self.observer.job_accepted(job)
             self._promote(now)
             if job.state == "IN_QUEUE" and job.start_deadline is not None:
                 self._push(job.start_deadline, "expire", job)
