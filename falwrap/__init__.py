@@ -23,6 +23,7 @@ from falwrap.catalog import (
 )
 from falwrap.config import FalConfig, RateLimitConfig, RetryConfig, Timeouts
 from falwrap.errors import (
+    AmbiguousSubmissionError,
     AuthenticationError,
     BackendUnavailableError,
     BudgetExceededError,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IMAGE_SIZE_PRESETS",
     "MODEL_CATALOG",
+    "AmbiguousSubmissionError",
     "AuthenticationError",
     "BackendUnavailableError",
     "BudgetExceededError",
