@@ -46,9 +46,11 @@ from falwrap.reconcile import Reconciler, ReconcileReport, reconcile_in_backgrou
 from falwrap.results import Image, ImageResult, JobHandle, JobStatus, Progress, Video, VideoResult
 from falwrap.retry import RetryHook, RetryPolicy
 from falwrap.transport import budget, build_http_client
+from falwrap.webhook_outcomes import JobOutcome, apply_delivery
 
 if TYPE_CHECKING:
     from falwrap.pricing import PriceBook
+    from falwrap.webhooks import WebhookVerifier
 
 __all__ = ["FalClient"]
 
@@ -479,6 +481,32 @@ class FalClient:
     def daily_cost(self, day: date | None = None) -> Decimal:
         """Money spent on ``day`` (UTC; default today), exact: every job fal accepted counts."""
         return self.ledger.daily_cost(day)
+
+    # -- webhooks ----------------------------------------------------------------------------------
+
+    @cached_property
+    def _verifier(self) -> WebhookVerifier:
+        from falwrap.webhooks import WebhookVerifier
+
+        return WebhookVerifier(self.config.webhook_jwks_url)
+
+    def handle_webhook(self, headers: Any, body: bytes) -> JobOutcome:
+        """Verify one of fal's webhook deliveries and settle its job in the journal, once per request id.
+
+        Args:
+            headers: The request's headers (any mapping; Django's, werkzeug's).
+            body: The raw request body.
+
+        Returns:
+            What happened: ``new`` (this delivery settled the job), ``duplicate`` or ``unknown``.
+
+        Raises:
+            WebhookVerificationError: the delivery is not provably from fal (answer 400/401).
+        """
+        event = self._verifier.verify(headers, body)
+        return apply_delivery(
+            self.ledger.journal, event, now=self.ledger.clock(), model_info=self._model_info, cost=Accountant.cost
+        )
 
     def _settle_before_refusal(self) -> bool:
         """Reconcile open jobs briefly before refusing a call for budget; ``True`` if money was freed."""

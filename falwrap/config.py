@@ -378,6 +378,20 @@ def _api_key(values: Mapping[str, str]) -> str | None:
     return None
 
 
+def _shared_settings(values: Mapping[str, str]) -> dict[str, Any]:
+    """Where shared state lives and where webhooks go, from the environment."""
+    found: dict[str, Any] = {}
+    if store := values.get("FALWRAP_STORE_URL"):
+        found["store_url"] = store
+    for var, field in (("FALWRAP_WEBHOOK_URL", "webhook_url"), ("FALWRAP_WEBHOOK_JWKS_URL", "webhook_jwks_url")):
+        if value := values.get(var):
+            if not value.startswith(("http://", "https://")):
+                msg = f"{var}={value!r} is not valid: expected an http:// or https:// URL."
+                raise ConfigurationError(msg, variable=var)
+            found[field] = value
+    return found
+
+
 def _config_from_values(values: Mapping[str, str]) -> FalConfig:
     ms = "a positive number of milliseconds, such as 60000"
     timeouts: dict[str, float] = {}
@@ -432,6 +446,7 @@ def _config_from_values(values: Mapping[str, str]) -> FalConfig:
             live_pricing=bool(_parse(values, "FALWRAP_LIVE_PRICING", _boolean, "true or false")),
             poll_interval=_parse(values, "FALWRAP_POLL_INTERVAL", _seconds_from_ms, ms.replace("60000", "100")) or 0.1,
             status_stream=_parse(values, "FALWRAP_STATUS_STREAM", _boolean, "true or false") is not False,
+            **_shared_settings(values),
         )
     except ConfigurationError as exc:
         # A value that parsed but broke a cross-field rule (max_delay < base_delay, ...).

@@ -56,6 +56,10 @@ KNOWN_NAMES = frozenset(
         "FALWRAP_LIVE_PRICING",
         "FALWRAP_REDIS_URL",
         "FALWRAP_POLL_INTERVAL",
+        "FALWRAP_STATUS_STREAM",
+        "FALWRAP_STORE_URL",
+        "FALWRAP_WEBHOOK_URL",
+        "FALWRAP_WEBHOOK_JWKS_URL",
         "FALWRAP_WORKERS",
         "FALWRAP_ENV_FILE",
     }

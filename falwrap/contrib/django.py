@@ -40,6 +40,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from falwrap.client import FalClient
 from falwrap.config import FalConfig
 from falwrap.contrib import _common
+from falwrap.contrib.django_webhooks import job_finished, make_webhook_view
 from falwrap.contrib.web import ErrorResponse, JobStore, error_response, job_store_for
 from falwrap.errors import ConfigurationError, FalwrapError
 
@@ -49,8 +50,10 @@ __all__ = [
     "get_client",
     "get_config",
     "get_job_store",
+    "job_finished",
     "json_error",
     "reset",
+    "webhook_view",
 ]
 
 #: Settings whose change (``override_settings`` in tests) drops the shared client.
@@ -284,3 +287,7 @@ def check_falwrap(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
             )
         )
     return messages
+
+
+#: The webhook endpoint for fal's deliveries (see :mod:`falwrap.contrib.django_webhooks`).
+webhook_view = make_webhook_view(get_client)

@@ -35,10 +35,20 @@ from flask.cli import AppGroup
 
 from falwrap.client import FalClient
 from falwrap.contrib import _common
+from falwrap.contrib.flask_webhooks import job_finished, make_webhook_blueprint
 from falwrap.contrib.web import JobStore, error_response, job_store_for, jsonable
 from falwrap.errors import FalwrapError
 
-__all__ = ["EXTENSION_KEY", "JOBS_KEY", "FalWrap", "get_client", "get_job_store", "json_error"]
+__all__ = [
+    "EXTENSION_KEY",
+    "JOBS_KEY",
+    "FalWrap",
+    "get_client",
+    "get_job_store",
+    "job_finished",
+    "json_error",
+    "webhook_blueprint",
+]
 
 #: ``app.extensions`` key of the client.
 EXTENSION_KEY = "falwrap"
@@ -167,3 +177,7 @@ def get_job_store() -> JobStore:
         msg = "falwrap is not set up on this app: call FalWrap(app) or FalWrap().init_app(app) first."
         raise RuntimeError(msg)
     return store
+
+
+#: ``POST /fal/webhook`` for fal's deliveries (see :mod:`falwrap.contrib.flask_webhooks`).
+webhook_blueprint = make_webhook_blueprint(get_client)

@@ -1,0 +1,124 @@
+"""Applying fal's webhook deliveries to the journal, exactly once per request id.
+
+fal redelivers (up to 10 times over 2 hours) and several workers may receive
+the same delivery, in any order. A verified delivery settles its job in the
+journal the way a fetched result would: the payload stored, the cost recorded
+(counted from the output; fal's billable units, which only the result answer
+carries, are read by reconciliation, which corrects it), the job's one call
+record written. Whoever settles the job first gets ``new``; everyone else gets
+``duplicate``; a delivery for a job this store never journaled is ``unknown``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from falwrap.catalog import ModelInfo
+from falwrap.journal import JobEntry, JobState, Journal, Settlement
+from falwrap.records import CallRecord
+
+if TYPE_CHECKING:
+    from falwrap.webhooks import WebhookEvent
+
+__all__ = ["JobOutcome", "apply_delivery"]
+
+
+@attrs.frozen
+class JobOutcome:
+    """What :meth:`falwrap.FalClient.handle_webhook` did with one verified delivery.
+
+    Args:
+        request_id: fal's request id.
+        status: ``"new"`` (this delivery settled the job), ``"duplicate"`` (it was settled
+            before: a redelivery, or another worker got there first) or ``"unknown"``
+            (no job of this store has that request id).
+        state: The job's state in the journal after the delivery (``None`` when unknown).
+        job_id: The journal's id of the job (``None`` when unknown).
+        result: The job's output when it succeeded.
+        error_code: Why it failed, when it did.
+        cost_usd: What the job is charged now (``None`` when unknown).
+        event: The verified delivery.
+    """
+
+    request_id: str
+    status: Literal["new", "duplicate", "unknown"]
+    state: JobState | None = None
+    job_id: str | None = None
+    result: Any = attrs.field(default=None, repr=False)
+    error_code: str | None = None
+    cost_usd: Decimal | None = None
+    event: Any = attrs.field(default=None, repr=False, eq=False)
+
+    @property
+    def new(self) -> bool:
+        """True for the one delivery that settled the job (send your "job finished" signal then)."""
+        return self.status == "new"
+
+
+def _settlement(
+    event: WebhookEvent, entry: JobEntry, cost: Callable[..., Decimal], info: ModelInfo | None
+) -> Settlement:
+    if event.ok and isinstance(event.payload, dict):
+        charged = cost(info, None, event.payload, dict(entry.arguments))
+        return Settlement(JobState.SUCCEEDED, cost=charged, result=event.payload)
+    detail = event.payload if isinstance(event.payload, dict) else {}
+    cancelled = "499" in (event.error or "") or "cancel" in str(detail.get("detail", "")).lower()
+    code = "client_cancelled" if cancelled else _error_type(detail) or "MODEL_ERROR"
+    message = f"The job (request {event.request_id}) failed at fal: {event.error or code}."
+    # fal's billable units come with the result answer only: keep the estimate until reconciliation reads it.
+    return Settlement(JobState.CANCELLED if cancelled else JobState.FAILED, error_code=code, error_message=message)
+
+
+def _error_type(detail: dict[str, Any]) -> str | None:
+    items = detail.get("detail")
+    if isinstance(items, list) and items and isinstance(items[0], dict):
+        kind = items[0].get("type")
+        return str(kind) if kind else None
+    kind = detail.get("error_type")
+    return str(kind) if kind else None
+
+
+def apply_delivery(
+    journal: Journal,
+    event: WebhookEvent,
+    *,
+    now: datetime,
+    model_info: Callable[[str], ModelInfo | None],
+    cost: Callable[..., Decimal],
+) -> JobOutcome:
+    """Settle the job ``event`` reports, once; see the module docstring."""
+    entry = journal.find(event.request_id)
+    if entry is None:
+        return JobOutcome(event.request_id, "unknown", event=event)
+    if not entry.done:
+        settlement = _settlement(event, entry, cost, model_info(entry.endpoint))
+        record = CallRecord(
+            timestamp=now,
+            model_id=entry.endpoint,
+            operation=entry.operation,
+            duration_ms=max(0, int((now - entry.created_at).total_seconds() * 1000)),
+            cost_usd=settlement.cost if settlement.cost is not None else entry.cost,
+            success=settlement.state is JobState.SUCCEEDED,
+            error_code=settlement.error_code,
+            request_id=event.request_id,
+            job_id=entry.job_id,
+        )
+        settled = journal.finish(entry.job_id, settlement=settlement, record=record, now=now)
+    else:
+        settled = False
+    after = journal.get(entry.job_id) or entry
+    return JobOutcome(
+        request_id=event.request_id,
+        status="new" if settled else "duplicate",
+        state=after.state,
+        job_id=after.job_id,
+        result=dict(after.result) if after.result is not None else None,
+        error_code=after.error_code,
+        cost_usd=after.cost if after.charged else Decimal(0),
+        event=event,
+    )

@@ -1,0 +1,193 @@
+"""Webhook endpoints: fal's deliveries verified, settled in the journal once, answered 200/400/401.
+
+FakeFal signs and delivers as fal does; the Flask blueprint is served by a real
+werkzeug server in a thread so deliveries arrive over real HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from flask import Flask
+from werkzeug.serving import make_server
+
+from falwrap import FalClient, FalConfig, RateLimitConfig
+from falwrap.contrib import flask as fw
+from falwrap.journal import JobState
+from falwrap.testing import FakeFal, WebhookFault
+
+FAST = RateLimitConfig(requests_per_minute=600_000, burst=100)
+MODEL = "fal-ai/flux/schnell"
+
+
+@pytest.fixture
+def fal() -> Iterator[FakeFal]:
+    with FakeFal(webhook_time_scale=0.0005) as emulator:
+        yield emulator
+
+
+class App:
+    """A Flask app with the webhook blueprint, served on 127.0.0.1, counting the signals it gets."""
+
+    def __init__(self, fal: FakeFal) -> None:
+        self.flask = Flask("webhook-test")
+        self.flask.config.update(
+            FAL_KEY=fal.key, FAL_BASE_URL=fal.url, FALWRAP_WEBHOOK_JWKS_URL=fal.webhook_jwks_url,
+            FAL_REQUESTS_PER_MINUTE="600000", FAL_RATE_BURST="100", FALWRAP_ENV_FILE=None,
+        )  # fmt: skip
+        self.ext = fw.FalWrap(self.flask)
+        self.flask.register_blueprint(fw.webhook_blueprint)
+        self.signals: list[Any] = []
+        self._lock = threading.Lock()
+        self.server = make_server("127.0.0.1", 0, self.flask, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/fal/webhook"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def on_signal(self, sender: Any, outcome: Any, **_: Any) -> None:
+        with self._lock:
+            self.signals.append(outcome)
+
+    @property
+    def client(self) -> FalClient:
+        client: FalClient = self.flask.extensions[fw.EXTENSION_KEY]
+        return client
+
+
+@pytest.fixture
+def app(fal: FakeFal) -> Iterator[App]:
+    served = App(fal)
+    fw.job_finished.connect(served.on_signal)
+    served._thread.start()
+    try:
+        yield served
+    finally:
+        fw.job_finished.disconnect(served.on_signal)
+        served.server.shutdown()
+        served.client.close()
+
+
+def _post(app: App, body: bytes, headers: dict[str, str]) -> Any:
+    return app.flask.test_client().post("/fal/webhook", data=body, headers=headers)
+
+
+def test_a_delivery_settles_the_job_once_and_signals_once(fal: FakeFal, app: App) -> None:
+    """Each job delivered twice and out of order: settled once, one signal, ledger equals fal's bill."""
+    fal.inject_webhook(WebhookFault(copies=2, reorder_batch=4), times=8)
+    handles = [app.client.submit(MODEL, {"prompt": f"cat {i}"}, webhook_url=app.url) for i in range(8)]
+    assert fal.webhooks.wait_idle(30)
+    journal = app.client.ledger.journal
+    for handle in handles:
+        entry = journal.find(handle.request_id)
+        assert entry is not None
+        assert entry.state is JobState.SUCCEEDED
+        assert entry.result is not None
+    assert fal.webhooks.deliveries >= 16
+    assert sorted(o.request_id for o in app.signals) == sorted(h.request_id for h in handles)
+    assert app.client.stats()["total_calls"] == 8
+    assert app.client.daily_cost() == fal.billed_total == Decimal("0.024")
+    # The result is in the journal now: no HTTP to the queue to read it.
+    before = fal.counters.get("result", 0)
+    assert app.client.result(handles[0])["images"]
+    assert fal.counters.get("result", 0) == before
+
+
+def test_a_failed_job_is_settled_failed(fal: FakeFal, app: App) -> None:
+    """An ERROR delivery settles the job as failed and signals it."""
+    from falwrap.testing import JobFailure
+
+    fal.fail_next_jobs(1, JobFailure("content_policy_violation", status=422, retryable=False))
+    handle = app.client.submit(MODEL, {"prompt": "forbidden"}, webhook_url=app.url)
+    assert fal.webhooks.wait_idle(30)
+    entry = app.client.ledger.journal.find(handle.request_id)
+    assert entry is not None
+    assert entry.state is JobState.FAILED
+    assert entry.error_code == "content_policy_violation"
+    assert [o.state for o in app.signals] == [JobState.FAILED]
+
+
+def _genuine(fal: FakeFal, app: App) -> tuple[bytes, dict[str, str], str]:
+    handle = app.client.submit(MODEL, {"prompt": "a cat"})
+    body = json.dumps(
+        {"request_id": handle.request_id, "gateway_request_id": handle.request_id, "status": "OK",
+         "payload": {"images": [{"url": "http://127.0.0.1:1/a.png", "width": 512, "height": 512}]},
+         "error": None, "payload_error": None}
+    ).encode()  # fmt: skip
+    return body, fal.webhooks.sign(body, handle.request_id), handle.request_id
+
+
+@pytest.mark.parametrize(
+    ("tamper", "status", "reason"),
+    [
+        ("forged_signature", 401, "bad_signature"),
+        ("body_changed", 401, "bad_signature"),
+        ("other_delivery_headers", 401, "bad_signature"),
+        ("stale", 401, "stale_timestamp"),
+        ("future", 401, "future_timestamp"),
+        ("missing_header", 401, "missing_header"),
+        ("not_json", 400, "malformed_body"),
+        ("oversized", 400, "body_too_large"),
+    ],
+)
+def test_forged_and_broken_deliveries_are_refused_and_record_nothing(
+    fal: FakeFal, app: App, tamper: str, status: int, reason: str
+) -> None:
+    """Each tampering is answered 400/401 with its reason, and the journal does not move."""
+    body, headers, request_id = _genuine(fal, app)
+    if tamper == "forged_signature":
+        headers["X-Fal-Webhook-Signature"] = "ab" * 64
+    elif tamper == "body_changed":
+        body = body.replace(b"a.png", b"b.png")
+    elif tamper == "other_delivery_headers":
+        other_body, headers, _ = _genuine(fal, app)
+        del other_body
+    elif tamper in {"stale", "future"}:
+        shift = -360 if tamper == "stale" else 360
+        headers = fal.webhooks.sign(body, request_id, timestamp=int(time.time()) + shift)
+    elif tamper == "missing_header":
+        del headers["X-Fal-Webhook-User-Id"]
+    elif tamper == "not_json":
+        body = b"not json at all"
+        headers = fal.webhooks.sign(body, request_id)
+    elif tamper == "oversized":
+        body = b"x" * (10 * 1024 * 1024 + 1)
+    answer = _post(app, body, headers)
+    assert answer.status_code == status
+    assert answer.get_json()["error"]["code"] == reason
+    entry = app.client.ledger.journal.find(request_id)
+    assert entry is not None
+    assert entry.state is JobState.RUNNING
+    assert app.client.stats()["total_calls"] == 0
+    assert app.signals == []
+
+
+def test_a_replayed_delivery_is_a_no_op(fal: FakeFal, app: App) -> None:
+    """A valid delivery sent again for a settled job answers 200 duplicate; still one record, one signal."""
+    body, headers, request_id = _genuine(fal, app)
+    first = _post(app, body, headers)
+    again = _post(app, body, headers)
+    assert first.status_code == again.status_code == 200
+    assert first.get_json()["status"] == "new"
+    assert again.get_json()["status"] == "duplicate"
+    assert app.client.stats()["total_calls"] == 1
+    assert len(app.signals) == 1
+    assert app.client.ledger.journal.find(request_id).state is JobState.SUCCEEDED  # type: ignore[union-attr]
+
+
+def test_a_delivery_for_an_unknown_job_is_acknowledged(fal: FakeFal, app: App) -> None:
+    """A genuine delivery for a job this store never journaled is 200 unknown (fal must stop retrying)."""
+    body = json.dumps({"request_id": "elsewhere", "gateway_request_id": None, "status": "OK", "payload": {},
+                       "error": None, "payload_error": None}).encode()  # fmt: skip
+    answer = _post(app, body, fal.webhooks.sign(body, "elsewhere"))
+    assert answer.status_code == 200
+    assert answer.get_json()["status"] == "unknown"
+
+
+def test_get_is_not_allowed(app: App) -> None:
+    """The endpoint answers POST only."""
+    assert app.flask.test_client().get("/fal/webhook").status_code == 405
