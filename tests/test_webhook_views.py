@@ -17,12 +17,11 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from falwrap import FalClient, FalConfig, RateLimitConfig
+from falwrap import FalClient
 from falwrap.contrib import flask as fw
 from falwrap.journal import JobState
 from falwrap.testing import FakeFal, WebhookFault
 
-FAST = RateLimitConfig(requests_per_minute=600_000, burst=100)
 MODEL = "fal-ai/flux/schnell"
 
 
