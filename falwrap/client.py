@@ -319,7 +319,7 @@ class FalClient:
         return _retry.retrying(
             attempt, policy=self._runner.policy, classify=self._runner.classify_submission(spec.endpoint),
             deadline=spec.deadline, clock=self._runner.clock, hooks=self._hooks, model_id=spec.endpoint,
-            on_retry=before_retry, on_deadline=out_of_time,
+            on_retry=before_retry, on_deadline=out_of_time, pause=self._runner.sleep,
         )  # fmt: skip
 
     def _replay(self, ticket: Ticket, spec: JobSpec) -> Output:
@@ -362,7 +362,7 @@ class FalClient:
                 _retry.retrying(
                     lambda: self._runner.submit(spec, ticket), policy=self._runner.policy,
                     classify=self._runner.classify_submission(model_id), deadline=spec.deadline,
-                    clock=self._runner.clock, hooks=self._hooks, model_id=model_id,
+                    clock=self._runner.clock, hooks=self._hooks, model_id=model_id, pause=self._runner.sleep,
                 )  # fmt: skip
         except BaseException as exc:
             self._release(slot)

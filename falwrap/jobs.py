@@ -227,7 +227,7 @@ class JobRunner:
         self._resubmit_ambiguous = resubmit_ambiguous
         self._hooks = hooks
         self.clock = clock
-        self._sleep = sleep
+        self.sleep = sleep
         self._wall_clock = wall_clock
         self._follower = Follower(
             http,
@@ -328,7 +328,7 @@ class JobRunner:
                     return queue_urls(spec.endpoint, record.request_id)
             if self.clock() + RESOLVE_POLL >= until:
                 break
-            self._sleep(RESOLVE_POLL)
+            self.sleep(RESOLVE_POLL)
         msg = f"{what}; fal's request list shows it never arrived, so it is safe to send it again."
         return self._raise_retryable(msg, attempts)
 
@@ -533,7 +533,7 @@ class JobRunner:
 
         return _retry.retrying(
             attempt, policy=self.policy, classify=classify, deadline=deadline, clock=self.clock, hooks=self._hooks,
-            model_id=endpoint, request_id=request_id, on_deadline=out_of_time,
+            model_id=endpoint, request_id=request_id, on_deadline=out_of_time, pause=self.sleep,
         )  # fmt: skip
 
     def exchange_error(

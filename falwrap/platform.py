@@ -123,6 +123,7 @@ class PlatformApi:
         per_exchange: Longest single exchange, seconds.
         hooks: Retry hooks.
         clock: Monotonic clock of the deadlines given.
+        sleep: Sleeps a backoff (default :func:`falwrap.retry.sleep`).
     """
 
     def __init__(
@@ -133,8 +134,10 @@ class PlatformApi:
         per_exchange: float,
         hooks: tuple[RetryHook, ...] = (),
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = _retry.sleep,
     ) -> None:
         self._http = http
+        self._sleep = sleep
         self._policy = policy
         self._per_exchange = per_exchange
         self._hooks = hooks
@@ -222,6 +225,7 @@ class PlatformApi:
                 deadline=deadline,
                 hooks=self._hooks,
                 clock=self._clock,
+                pause=self._sleep,
             )
         except FalApiError as exc:
             raise PlatformUnavailable(str(exc)) from exc

@@ -6,11 +6,13 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
-from falwrap import metrics
+from falwrap import FalClient, FalConfig, InvalidInputError, metrics
 from falwrap.ledger import CallRecord, CostLedger
+from falwrap.observers import default_observers, notify
 
 prometheus_client = pytest.importorskip("prometheus_client")
 
@@ -42,15 +44,29 @@ def test_call_metrics_count_calls_failures_cost_and_duration() -> None:
     assert value("falwrap_call_duration_seconds_sum", {"model": "a", "operation": "generate"}) == pytest.approx(3.632)
 
 
-def test_ledger_record_updates_default_metrics() -> None:
-    """CostLedger.record() updates the process-wide metrics unless metrics=False."""
+def test_the_metrics_observer_updates_default_metrics_and_the_ledger_only_stores() -> None:
+    """The client's default observers update the process-wide metrics; CostLedger.record() alone does not."""
     value = prometheus_client.REGISTRY.get_sample_value
     labels = {"model": "metrics-test/model", "operation": "generate", "outcome": "success"}
     before = value("falwrap_calls_total", labels) or 0
+    notify(default_observers(), rec("metrics-test/model"))
+    assert value("falwrap_calls_total", labels) == before + 1
     CostLedger().record(rec("metrics-test/model"))
-    CostLedger(metrics=False).record(rec("metrics-test/model"))
     assert value("falwrap_calls_total", labels) == before + 1
     assert metrics.default_metrics() is metrics.default_metrics()
+
+
+def test_a_client_reports_each_call_to_its_observers(fake_fal: Any) -> None:
+    """Every call ends in one record told to the observers given to the client, after it is stored."""
+    seen: list[CallRecord] = []
+    config = FalConfig(api_key=fake_fal.key, base_url=fake_fal.url)
+    with FalClient(config, observers=[seen.append]) as client:
+        result = client.image("a cat")
+        with pytest.raises(InvalidInputError):
+            client.image("a cat", num_images=9)
+        assert [r.success for r in seen] == [True, False]
+        assert seen[0].request_id == result.request_id
+        assert seen[0] in client.ledger.records()
 
 
 def test_observe_is_a_no_op_without_prometheus_client() -> None:

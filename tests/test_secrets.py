@@ -35,7 +35,7 @@ def test_reprs_hide_the_key(fal: FakeFal) -> None:
     config = FalConfig(api_key=CANARY, base_url=fal.url, rate_limit=RateLimitConfig(requests_per_minute=60_000))
     with FalClient(config) as client:
         result = client.image("a cat")
-        texts = [repr(config), str(config), repr(client), repr(client._fal), repr(client.limiter),
+        texts = [repr(config), str(config), repr(client), repr(client._runner._fal), repr(client.limiter),
                  repr(client.ledger), repr(result), repr(client._http.headers)]  # fmt: skip
     assert not any(_leaks(t) for t in texts)
 
