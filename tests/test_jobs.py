@@ -74,8 +74,7 @@ class ScriptedFal:
         base = f"{QUEUE}/fal-ai/flux/requests/r1"
         if request.url.host == "api.fal.ai":
             if self.platform is None or self.platform_status != 200:
-                return httpx.Response(self.platform_status if self.platform is None else self.platform_status,
-                                      json={"error": {"type": "x", "message": "down"}})  # fmt: skip
+                return httpx.Response(self.platform_status, json={"error": {"type": "x", "message": "down"}})
             return httpx.Response(200, json={"items": self.platform, "next_cursor": None, "has_more": False})
         if request.method == "POST":
             if self.submit_fault == "reset":
@@ -264,8 +263,10 @@ def test_a_malformed_result_is_retried_then_reported() -> None:
 
 
 def _platform_item(arguments: dict[str, Any], request_id: str = "r-found") -> dict[str, Any]:
-    return {"request_id": request_id, "endpoint_id": ENDPOINT, "sent_at": "2026-12-01T00:00:00Z",
-            "started_at": None, "ended_at": None, "status_code": None, "json_input": arguments, "json_output": None}  # fmt: skip
+    return {
+        "request_id": request_id, "endpoint_id": ENDPOINT, "sent_at": "2026-12-01T00:00:00Z", "started_at": None,
+        "ended_at": None, "status_code": None, "json_input": arguments, "json_output": None,
+    }  # fmt: skip
 
 
 def test_a_lost_answer_is_found_in_fals_request_list_and_adopted() -> None:
