@@ -40,7 +40,7 @@ from falwrap.observers import CallObserver, notify
 from falwrap.plan import Plan
 from falwrap.records import CallRecord
 
-__all__ = ["Accountant", "Heartbeat", "Ticket", "error_code", "owner_id"]
+__all__ = ["Accountant", "Heartbeat", "Ticket", "error_code", "owner_gone", "owner_id"]
 
 logger = logging.getLogger("falwrap")
 
@@ -51,6 +51,30 @@ OWNER_TTL = 900.0
 _owner_lock = threading.Lock()
 # pid -> this process's owner id; a forked child (a new pid) gets its own.
 _owners: dict[int, str] = {}
+
+
+def owner_gone(owner: str | None) -> bool:
+    """Whether ``owner`` is a process of this host that no longer runs (its heartbeat may not have lapsed).
+
+    A process killed with SIGKILL cannot say goodbye; on its own host, its pid tells.
+    Owners of other hosts are left to their heartbeat (``False``).
+    """
+    if owner is None:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return owner != owner_id()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def owner_id() -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from functools import cached_property
@@ -30,6 +30,7 @@ from falwrap import retry as _retry
 from falwrap._version import __version__ as _version
 from falwrap.accounting import Accountant, Ticket
 from falwrap.backends.shared import open_shared_state
+from falwrap.batch import BatchProgress, BatchRequest, CallOutcome, run_map
 from falwrap.catalog import MODEL_CATALOG, ModelInfo
 from falwrap.config import FalConfig
 from falwrap.errors import ConfigurationError, FalApiError, FalwrapError, ModelError
@@ -249,6 +250,28 @@ class FalClient:
         plan = self._plan(model_id, operation, lambda: self._planner.run(
             model_id, arguments, operation=operation, timeout=timeout))  # fmt: skip
         return self._call(plan, on_progress, idempotency_key, webhook_url)[0].data
+
+    def map(
+        self,
+        requests: Iterable[BatchRequest | Mapping[str, Any]],
+        *,
+        concurrency: int | None = None,
+        idempotency_prefix: str | None = None,
+        on_progress: Callable[[BatchProgress], None] | None = None,
+    ) -> Iterator[CallOutcome]:
+        """Run many calls at the rate and concurrency the limiter allows; yield each outcome as it finishes.
+
+        Each request is a :class:`~falwrap.batch.BatchRequest` or a mapping (``prompt`` and
+        parameters, optional ``operation``, ``model``, ``id``, ``key``). An outcome holds the
+        result or the typed error: nothing is raised midway. With ``idempotency_prefix``, running
+        the same requests again returns finished results from the journal and runs only the rest.
+
+        Raises:
+            InvalidInputError: ``concurrency`` or ``idempotency_prefix`` is invalid.
+        """
+        return run_map(
+            self, requests, concurrency=concurrency, idempotency_prefix=idempotency_prefix, on_progress=on_progress
+        )
 
     def _plan(self, model: str | None, operation: str, build: Callable[[], Plan]) -> Plan:
         """Plan a call; a call refused before anything is journaled still leaves its one record."""

@@ -108,6 +108,22 @@ class ReconcileReport:
         }  # fmt: skip
 
 
+def release_dead_owners(journal: Journal, now: datetime) -> None:
+    """Give up the open jobs of processes of this host that died without saying so (SIGKILL, OOM).
+
+    Their heartbeat would keep the jobs theirs until it lapsed; the pid says sooner.
+    """
+    from falwrap.accounting import owner_gone
+
+    gone = {
+        entry.owner
+        for entry in journal.jobs(since=now - PROVISIONAL_HORIZON)
+        if entry.state in OPEN_STATES and entry.owner is not None and owner_gone(entry.owner)
+    }
+    for owner in gone:
+        journal.drop_owner(owner)
+
+
 def _charged(entry: JobEntry) -> Decimal:
     return entry.cost if entry.charged else Decimal(0)
 
@@ -157,6 +173,8 @@ class Reconciler:
         """Reconcile every unsettled job (or ``entries``), within ``timeout`` seconds."""
         deadline = self._clock() + timeout
         now = self._now()
+        if entries is None:
+            release_dead_owners(self._journal, now)
         todo = entries if entries is not None else self._journal.unsettled(now=now)
         results: list[ReconciledJob] = []
         for entry in todo:
@@ -319,6 +337,7 @@ def reconcile_in_background(reconciler: Reconciler, *, timeout: float = 60.0) ->
     journal could not be read: the next explicit reconcile will try again).
     """
     try:
+        release_dead_owners(reconciler.journal, reconciler.now())
         orphans = reconciler.journal.unsettled(now=reconciler.now(), provisional=False)
     except BackendUnavailableError:
         return None

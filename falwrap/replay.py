@@ -28,6 +28,8 @@ from falwrap.plan import Plan
 from falwrap.platform import PlatformUnavailable
 from falwrap.records import CallRecord
 
+from falwrap.accounting import owner_gone
+
 if TYPE_CHECKING:
     from falwrap.accounting import Ticket
     from falwrap.client import FalClient
@@ -99,6 +101,8 @@ def replay(
                 ticket.job_failed(failure)
                 raise failure.error from None
         now = ticket.now()
+        if entry.owner is not None and owner_gone(entry.owner):
+            journal.drop_owner(entry.owner)
         orphaned = any(e.job_id == entry.job_id for e in journal.unsettled(now=now, provisional=False))
         if orphaned and journal.claim(entry.job_id, ticket.owner, now=now):
             # Its process died before fal's answer was journaled: did fal get the submission?
