@@ -62,7 +62,7 @@ class BatchRequest:
     key: str | None = None
 
     @classmethod
-    def of(cls, value: BatchRequest | Mapping[str, Any]) -> BatchRequest:
+    def of(cls, value: object) -> BatchRequest:
         """A request from a plain mapping: ``operation``, ``model``, ``id`` and ``key`` are taken out,
         the rest are the arguments.
 
@@ -215,7 +215,7 @@ class _Map:
     def _work(self, index: int, request: BatchRequest) -> None:
         try:
             result = _call(self._client, request, self._key(index, request))
-        except BaseException as exc:  # noqa: BLE001 - every failure is an outcome, never a crash of the map
+        except BaseException as exc:
             self._finished.put(CallOutcome(index, request, error=exc))
         else:
             self._finished.put(CallOutcome(index, request, result=result))

@@ -13,38 +13,35 @@ until :meth:`FalClient.reconcile` (or the background reconciler) settles it.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import date, datetime, timezone
+from datetime import date
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import fal_client
 import httpx
 import requests
 
-from falwrap import retry as _retry
 from falwrap._version import __version__ as _version
-from falwrap.accounting import Accountant, Ticket
+from falwrap.accounting import Accountant
 from falwrap.backends.shared import open_shared_state
 from falwrap.batch import BatchProgress, BatchRequest, CallOutcome, run_map
+from falwrap.calls import Calls, image_result, video_result
 from falwrap.catalog import MODEL_CATALOG, ModelInfo
 from falwrap.config import FalConfig
-from falwrap.errors import ConfigurationError, FalApiError, FalwrapError, ModelError
+from falwrap.errors import ConfigurationError, FalwrapError
 from falwrap.files import download as _download
-from falwrap.jobs import JobFailed, JobRunner, JobSpec, Output, RequestOptions
-from falwrap.journal import Accepted, JobEntry, JobState, Settlement
+from falwrap.jobs import JobRunner, Output
 from falwrap.ledger import JournalLedger, Ledger
-from falwrap.limiter import LeaseKeeper, Limiter
-from falwrap.limits import Slot
+from falwrap.limiter import Limiter
 from falwrap.observers import CallObserver, default_observers
 from falwrap.plan import Plan, Planner
 from falwrap.platform import PlatformApi
 from falwrap.reconcile import Reconciler, ReconcileReport, reconcile_in_background
-from falwrap.results import Image, ImageResult, JobHandle, JobStatus, Progress, Video, VideoResult
+from falwrap.results import ImageResult, JobHandle, JobStatus, Progress, VideoResult
 from falwrap.retry import RetryHook, RetryPolicy
 from falwrap.transport import budget, build_http_client
 from falwrap.webhook_outcomes import JobOutcome, apply_delivery
@@ -141,10 +138,10 @@ class FalClient:
             self.ledger, observers=default_observers() if observers is None else observers,
             idempotency_ttl=self.config.idempotency_ttl, before_refusal=self._settle_before_refusal,
         )  # fmt: skip
-        self._leases = LeaseKeeper()
-        # Places held for jobs sent with submit(), until seen finished here (request id -> place, since).
-        self._held: dict[str, tuple[Slot, float]] = {}
-        if self._state.store.journal is not None and not self.config.store_url.startswith("memory"):
+        self._calls = Calls(
+            self.config, self._runner, self._accounts, self.limiter, self._reconciler, self._hooks, self._model_info
+        )
+        if not self.config.store_url.startswith("memory"):
             reconcile_in_background(self._reconciler)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -222,7 +219,7 @@ class FalClient:
             prompt, model=model, size=size, num_images=num_images, seed=seed, budget=budget, quality=quality,
             urgency=urgency, timeout=timeout, params=params))  # fmt: skip
         output, cost, ms = self._call(plan, on_progress, idempotency_key, webhook_url)
-        return _image_result(output, plan, cost, ms, self)
+        return image_result(output, plan, cost, ms, self)
 
     def video(self, prompt: str, *, image: str | Path | None = None, duration: int | str = 5,
               aspect_ratio: str = "16:9", model: str | None = None, budget: Decimal | float | str | None = None,
@@ -237,7 +234,7 @@ class FalClient:
             prompt, image=image, duration=duration, aspect_ratio=aspect_ratio, model=model, budget=budget,
             quality=quality, urgency=urgency, timeout=timeout, params=params))  # fmt: skip
         output, cost, ms = self._call(plan, on_progress, idempotency_key, webhook_url)
-        return _video_result(output, plan, cost, ms, self)
+        return video_result(output, plan, cost, ms, self)
 
     def run(self, model_id: str, arguments: Mapping[str, Any], *, operation: str = "generate",
             timeout: float | None = None, on_progress: ProgressCallback | None = None,
@@ -286,82 +283,14 @@ class FalClient:
         self, plan: Plan, on_progress: ProgressCallback | None, key: str | None, webhook_url: str | None
     ) -> tuple[Output, Decimal, int]:
         """Account for the call, run its job, record it: the life of every blocking call."""
-        ticket = self._open(plan, key, webhook_url)
-        spec = self._spec(plan, on_progress, ticket.entry.webhook_url)
+        ticket = self._calls.open(plan, key, webhook_url)
         try:
-            output = self._execute(ticket, spec) if ticket.created else self._replay(ticket, spec)
+            output = self._calls.run(ticket, self._calls.spec(plan, on_progress, ticket.entry.webhook_url))
         except BaseException as exc:
             ticket.fail(exc)
             raise
         cost = ticket.succeed(output)
         return output, cost, int((time.monotonic() - ticket.started) * 1000)
-
-    def _open(self, plan: Plan, key: str | None, webhook_url: str | None) -> Ticket:
-        try:
-            return self._accounts.open(
-                plan, key=_key(key, plan.endpoint), webhook_url=webhook_url or self.config.webhook_url
-            )
-        except FalwrapError as exc:
-            self._accounts.refused(plan.endpoint, plan.operation, time.monotonic(), exc)
-            raise
-
-    def _spec(self, plan: Plan, on_progress: ProgressCallback | None, webhook_url: str | None) -> JobSpec:
-        now = self._runner.clock()
-        options = RequestOptions(
-            webhook_url=webhook_url, priority=None if self.config.queue_priority == "normal" else "low",
-            start_timeout=self.config.start_timeout, server_retries=self.config.server_retries,
-            fallbacks=self.config.fallbacks, object_lifecycle=self.config.object_lifecycle,
-        )  # fmt: skip
-        return JobSpec(plan.endpoint, plan.arguments, now + plan.timeout, plan.timeout, now, options, on_progress)
-
-    def _execute(self, ticket: Ticket, spec: JobSpec) -> Output:
-        """Submit (every attempt paced) and complete the job; resubmit only a job fal says may succeed again."""
-        tries = itertools.count(1)
-
-        def attempt() -> Output:
-            slot = self._acquire(spec.deadline)
-            try:
-                self.limiter.rate.acquire(timeout=max(0.0, spec.deadline - self._runner.clock()))
-                accepted = self._runner.submit(spec, ticket, attempts=next(tries))
-                try:
-                    return self._runner.complete(accepted, spec)
-                except JobFailed as failure:
-                    ticket.job_failed(failure)
-                    raise
-            finally:
-                self._release(slot)
-
-        def out_of_time(_error: FalApiError, cause: BaseException) -> NoReturn:
-            sent = ticket.entry.state is JobState.UNKNOWN
-            raise self._runner.timeout(spec.endpoint, None, spec.timeout, cancelled=False, sent=sent) from cause
-
-        def before_retry(details: _retry.RetryDetails) -> None:
-            if details.phase == "resubmit":
-                ticket.next_job()
-
-        return _retry.retrying(
-            attempt, policy=self._runner.policy, classify=self._runner.classify_submission(spec.endpoint),
-            deadline=spec.deadline, clock=self._runner.clock, hooks=self._hooks, model_id=spec.endpoint,
-            on_retry=before_retry, on_deadline=out_of_time, pause=self._runner.sleep,
-        )  # fmt: skip
-
-    def _replay(self, ticket: Ticket, spec: JobSpec) -> Output:
-        from falwrap.replay import replay
-
-        return replay(ticket, spec, self._runner, self._reconciler, resubmit=lambda: self._execute(ticket, spec))
-
-    def _acquire(self, deadline: float) -> Slot | None:
-        cap = self.limiter.concurrency
-        if cap is None:
-            return None
-        slot = cap.acquire(timeout=max(0.0, deadline - self._runner.clock()))
-        self._leases.hold(slot)
-        return slot
-
-    def _release(self, slot: Slot | None) -> None:
-        if slot is not None:
-            self._leases.drop(slot)
-            slot.release()
 
     # -- non-blocking calls for web apps ---------------------------------------------------------
 
@@ -372,104 +301,39 @@ class FalClient:
         The job is journaled (its estimate charged from acceptance) and a concurrency place is held
         until it is seen finished here. Raises as :meth:`image`.
         """
-        plan = self._plan(model_id, operation, lambda: self._planner.run(model_id, arguments, operation=operation,
-                                                                          timeout=None))  # fmt: skip
-        self._reap_held()
-        ticket = self._open(plan, idempotency_key, webhook_url)
-        spec = self._spec(plan, None, ticket.entry.webhook_url)
-        slot: Slot | None = None
-        try:
-            if ticket.created or ticket.entry.request_id is None:
-                slot = self._acquire(spec.deadline)
-                self.limiter.rate.acquire(timeout=max(0.0, spec.deadline - self._runner.clock()))
-                _retry.retrying(
-                    lambda: self._runner.submit(spec, ticket), policy=self._runner.policy,
-                    classify=self._runner.classify_submission(model_id), deadline=spec.deadline,
-                    clock=self._runner.clock, hooks=self._hooks, model_id=model_id, pause=self._runner.sleep,
-                )  # fmt: skip
-        except BaseException as exc:
-            self._release(slot)
-            ticket.fail(exc)
-            raise
-        ticket.detach()
-        entry = ticket.entry
-        if slot is not None and entry.request_id is not None:
-            self._held[entry.request_id] = (slot, self._runner.clock())
-        return _handle(entry, model_id, operation)
-
-    def _reap_held(self) -> None:
-        """Free the places of submitted jobs nobody asked about within the longest deadline.
-
-        The jobs stay in the journal, charged at their estimates, until reconciliation
-        collects their results; only the concurrency place is given back.
-        """
-        horizon = self._runner.clock() - max(self.config.timeouts.video_long, self.config.timeouts.image)
-        for request_id, (_slot, since) in list(self._held.items()):
-            if since < horizon:
-                self._let_go(request_id)
+        plan = self._plan(model_id, operation, lambda: self._planner.run(
+            model_id, arguments, operation=operation, timeout=None))  # fmt: skip
+        return self._calls.submit(plan, idempotency_key, webhook_url)
 
     def status(self, handle: JobHandle) -> JobStatus:
-        """Ask fal once where the job stands (a finished job in the journal needs no HTTP).
+        """Ask fal once where the job stands (a job finished in the journal needs no HTTP).
 
         Raises:
             FalApiError: fal does not know the request, or could not answer.
         """
-        entry = self.ledger.journal.find(handle.request_id)
-        if entry is not None and entry.done:
-            self._let_go(handle.request_id)
-            return JobStatus(handle.request_id, "COMPLETED", error=entry.error_message, error_type=entry.error_code)
-        status = self._runner.status(_accepted(handle), handle.model_id)
-        if status.done:
-            self._let_go(handle.request_id)
-        return status
+        return self._calls.status(handle)
 
     def result(self, handle: JobHandle, *, timeout: float | None = None) -> dict[str, Any]:
         """Wait for the job if needed and return its output; the journal keeps it for later calls.
 
-        A finished job's output comes from the journal without HTTP, even hours later in another process.
-        ``timeout`` defaults by the kind of model.
+        A finished job's output comes from the journal without HTTP, even hours later in another
+        process. ``timeout`` defaults by the kind of model.
 
         Raises:
             FalTimeoutError: the job did not finish in time; it was cancelled at fal.
             ModelError: the job failed.
             FalApiError: fal could not be reached or refused.
         """
-        from falwrap.replay import collect
-
         seconds = self._planner.default_timeout(handle.model_id) if timeout is None else timeout
-        try:
-            return collect(self, handle, seconds)
-        finally:
-            self._let_go(handle.request_id)
+        return self._calls.result(handle, seconds)
 
     def cancel(self, handle: JobHandle) -> bool:
-        """Cancel a submitted job at fal.
-
-        Returns:
-            ``True`` if fal accepted the cancellation, ``False`` if the job had already completed.
+        """Cancel a submitted job at fal: ``True`` if fal took the cancellation, ``False`` if it had completed.
 
         Raises:
             FalApiError: fal does not know the request, or could not be reached.
         """
-        cancelled = self._runner.cancel(_accepted(handle), handle.model_id)
-        entry = self.ledger.journal.find(handle.request_id)
-        if cancelled and entry is not None and not entry.done:
-            # Charged at its estimate unless fal shows it never ran: reconciliation corrects it.
-            error = ModelError(f"Request {handle.request_id} was cancelled.", error_code="client_cancelled",
-                               request_id=handle.request_id)  # fmt: skip
-            settlement = Settlement(JobState.CANCELLED, error_code="client_cancelled", error_message=str(error))
-            record = self._accounts.make_record(
-                _plan_of(entry), time.monotonic(), entry.cost, error, handle.request_id, entry.job_id
-            )
-            self._accounts.heartbeat.enter()
-            self._accounts.finish(entry, settlement, record)
-        self._let_go(handle.request_id)
-        return cancelled
-
-    def _let_go(self, request_id: str) -> None:
-        held = self._held.pop(request_id, None)
-        if held is not None:
-            self._release(held[0])
+        return self._calls.cancel(handle)
 
     # -- files, money ------------------------------------------------------------------------------
 
@@ -543,54 +407,3 @@ class FalClient:
             What was settled, what still runs, what fal could not tell yet, and the cost change.
         """
         return self._reconciler.run(timeout=timeout)
-
-
-def _key(key: str | None, endpoint: str) -> str | None:
-    from falwrap.replay import hash_key
-
-    return None if key is None else hash_key(key, endpoint)
-
-
-def _accepted(handle: JobHandle) -> Accepted:
-    return Accepted(handle.request_id, handle.status_url, handle.response_url, handle.cancel_url)
-
-
-def _plan_of(entry: JobEntry) -> Plan:
-    return Plan(entry.endpoint, None, dict(entry.arguments), entry.operation, entry.estimate, 0.0)
-
-
-def _handle(entry: JobEntry, model_id: str, operation: str) -> JobHandle:
-    accepted = entry.accepted
-    if accepted is None:  # pragma: no cover - submit() returns only after acceptance
-        msg = f"job {entry.job_id} has no request id"
-        raise RuntimeError(msg)
-    return JobHandle(
-        request_id=accepted.request_id, model_id=model_id, status_url=accepted.status_url,
-        response_url=accepted.response_url, cancel_url=accepted.cancel_url,
-        submitted_at=entry.accepted_at or datetime.now(timezone.utc), operation=operation,
-        estimate_usd=entry.estimate, job_id=entry.job_id,
-    )  # fmt: skip
-
-
-def _image_result(output: Output, plan: Plan, cost: Decimal, ms: int, client: FalClient) -> ImageResult:
-    data = output.data
-    seed = data.get("seed")
-    return ImageResult(
-        images=[Image.from_json(item) for item in data.get("images") or ()],
-        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-        has_nsfw_concepts=[bool(x) for x in data.get("has_nsfw_concepts") or ()],
-        model=plan.endpoint, request_id=output.request_id, cost_usd=cost, duration_ms=ms, raw=data, client=client,
-    )  # fmt: skip
-
-
-def _video_result(output: Output, plan: Plan, cost: Decimal, ms: int, client: FalClient) -> VideoResult:
-    video = output.data.get("video")
-    if not isinstance(video, Mapping):
-        from falwrap.errors import ServerError
-
-        msg = f"fal's answer for {plan.endpoint} (request {output.request_id}) has no video. Report it to fal."
-        raise ServerError(msg, error_code="MALFORMED_RESPONSE", request_id=output.request_id)
-    return VideoResult(
-        video=Video.from_json(video), model=plan.endpoint, request_id=output.request_id, cost_usd=cost,
-        duration_ms=ms, raw=output.data, client=client,
-    )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Calls that meet a job already in the journal: idempotent retries and ``result()``.
+"""Calls that meet a job already in the journal: idempotent retries.
 
 A call with an idempotency key some earlier call already used (in any thread,
 process or host sharing the store) does not submit again. It:
@@ -8,9 +8,6 @@ process or host sharing the store) does not submit again. It:
 * waits (within its deadline) for a live process still submitting it;
 * takes over a job whose process died while submitting: asks fal's request list
   whether the submission arrived, and submits only when fal shows it did not.
-
-``result(handle)`` of a finished job likewise reads the journal, hours later and
-in another process; of a running one, follows it and settles it once.
 """
 
 from __future__ import annotations
@@ -18,24 +15,19 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any
-
-from falwrap.errors import ModelError
-from falwrap.jobs import RESOLVE_WAIT, JobFailed, JobRunner, JobSpec, Output
-from falwrap.journal import Accepted, JobEntry, JobState
-from falwrap.plan import Plan
-from falwrap.platform import PlatformUnavailable
-from falwrap.records import CallRecord
+from typing import TYPE_CHECKING
 
 from falwrap.accounting import owner_gone
+from falwrap.errors import ModelError
+from falwrap.jobs import RESOLVE_WAIT, JobFailed, JobRunner, JobSpec, Output
+from falwrap.journal import JobEntry, JobState
+from falwrap.platform import PlatformUnavailable
 
 if TYPE_CHECKING:
     from falwrap.accounting import Ticket
-    from falwrap.client import FalClient
     from falwrap.reconcile import Reconciler
 
-__all__ = ["collect", "hash_key", "replay", "stored_output"]
+__all__ = ["hash_key", "replay", "stored_output"]
 
 #: How often a call waiting for another process's submission looks at the journal.
 WAIT_POLL = 0.05
@@ -80,10 +72,15 @@ def replay(
     reconciler: Reconciler,
     *,
     resubmit: Callable[[], Output],
+    follow: bool = True,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> Output:
-    """The outcome of the job an idempotency key already names (see the module docstring)."""
+) -> Output | None:
+    """The outcome of the job an idempotency key already names (see the module docstring).
+
+    Without ``follow`` (``submit()``), it returns ``None`` as soon as the job has a
+    request id (or is finished): the caller only needs the job, not its output.
+    """
     journal = ticket.journal
     entry = ticket.entry
     waited_for_list = False
@@ -91,6 +88,8 @@ def replay(
         fresh = journal.get(entry.job_id)
         entry = fresh if fresh is not None else entry
         ticket.entry = entry
+        if not follow and (entry.done or entry.request_id is not None):
+            return None
         if entry.done:
             return stored_output(entry)
         accepted = entry.accepted
@@ -128,60 +127,3 @@ def replay(
 def _pause(seconds: float, sleep: Callable[[float], None]) -> None:
     if seconds > 0:
         sleep(seconds)
-
-
-def collect(client: FalClient, handle: Any, seconds: float) -> dict[str, Any]:
-    """What :meth:`FalClient.result` returns: the journal's stored outcome, or the job followed to its end."""
-    accounts = client._accounts
-    runner = client._runner
-    journal = client.ledger.journal
-    entry = journal.find(handle.request_id)
-    if entry is not None and entry.done:
-        return stored_output(entry).data
-    now = runner.clock()
-    accepted = Accepted(handle.request_id, handle.status_url, handle.response_url, handle.cancel_url)
-    arguments = dict(entry.arguments) if entry is not None else {}
-    spec = JobSpec(handle.model_id, arguments, now + seconds, seconds, now)
-    if entry is None:
-        return _collect_unjournaled(client, handle, accepted, spec)
-    plan = Plan(entry.endpoint, client._model_info(entry.endpoint), arguments, entry.operation, entry.estimate, seconds)
-    ticket = accounts.adopt(plan, entry)
-    try:
-        output = runner.complete(accepted, spec)
-    except JobFailed as failure:
-        ticket.job_failed(failure)
-        ticket.fail(failure.error)
-        raise failure.error from None
-    except BaseException as exc:
-        ticket.fail(exc)
-        raise
-    ticket.succeed(output)
-    return output.data
-
-
-def _collect_unjournaled(client: FalClient, handle: Any, accepted: Accepted, spec: JobSpec) -> dict[str, Any]:
-    """A job this store never journaled (submitted by a process on another store): follow it, record it."""
-    started = time.monotonic()
-    info = client._model_info(handle.model_id)
-    error: BaseException | None = None
-    cost = Decimal(0)
-    try:
-        output = client._runner.complete(accepted, spec)
-        cost = client._accounts.cost(info, output.billable_units, output.data, {})
-        return output.data
-    except JobFailed as failure:
-        error = failure.error
-        raise failure.error from None
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        hold = client.ledger.adopt(handle.reservation_id, handle.estimate_usd) if handle.reservation_id else None
-        from falwrap.accounting import error_code
-
-        record = CallRecord(
-            timestamp=client.ledger.clock(), model_id=handle.model_id, operation=handle.operation,
-            duration_ms=int((time.monotonic() - started) * 1000), cost_usd=cost, success=error is None,
-            error_code=None if error is None else error_code(error), request_id=handle.request_id,
-        )  # fmt: skip
-        client.ledger.record(record, reservation=hold)

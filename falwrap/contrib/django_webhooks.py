@@ -44,13 +44,12 @@ job_finished = Signal()
 def make_webhook_view(get_client: Callable[[], FalClient]) -> Callable[[HttpRequest], HttpResponse]:
     """The webhook view for the client ``get_client`` returns (the integration's shared one)."""
 
-    @csrf_exempt
-    @require_POST
     def webhook_view(request: HttpRequest) -> HttpResponse:
         """Verify one of fal's webhook deliveries and settle its job in the journal (CSRF-exempt, POST only)."""
         status, body, outcome = webhook_answer(get_client(), request.headers, request.body)
         if outcome is not None and outcome.new:
-            job_finished.send(sender=webhook_view, outcome=outcome)
+            job_finished.send(sender=view, outcome=outcome)
         return JsonResponse(body, status=status)
 
-    return webhook_view
+    view: Callable[[HttpRequest], HttpResponse] = csrf_exempt(require_POST(webhook_view))
+    return view
