@@ -155,8 +155,9 @@ def test_unreachable_redis_at_open_is_a_configuration_error() -> None:
 
 def test_malformed_url_and_empty_namespace_are_refused(redis_url: str) -> None:
     """A URL redis-py cannot parse is a ConfigurationError; an empty namespace a ValueError."""
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError) as info:
         RedisStore.from_url("redis://127.0.0.1:notaport/0", namespace="ns")
+    assert info.value.variable == "FALWRAP_STORE_URL"
     with pytest.raises(ValueError, match="namespace"):
         RedisStore(redis.Redis.from_url(redis_url), namespace="")
 

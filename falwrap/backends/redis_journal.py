@@ -42,6 +42,9 @@ then removed by a later ``open_job``; an idempotency key expires at its
 their last change; records and durations are capped lists; lapsed holds and
 owners are swept as they are seen. Money is integer micro-dollars, never floats.
 
+Durability is Redis's: run it with persistence (``appendonly yes``), or a restart
+loses the journal and with it the day's spend and every open job.
+
 Clocks. Every time comes from the caller (``now``), so one clock decides a
 budget check, its hold and its record, and hosts must agree on the time (NTP).
 Redis expiry is used only as a duration (day totals, idempotency keys).

@@ -129,7 +129,7 @@ return {0, wait}
 """
 
 
-def redis_client_from_url(url: str) -> redis.Redis:
+def redis_client_from_url(url: str, *, variable: str = "FALWRAP_REDIS_URL") -> redis.Redis:
     """A redis-py client for falwrap's Redis parts, with short socket timeouts and one retry.
 
     Thread-safe (redis-py's connection pool) and fork-safe (the pool reconnects in
@@ -137,6 +137,7 @@ def redis_client_from_url(url: str) -> redis.Redis:
 
     Args:
         url: A ``redis://``, ``rediss://`` or ``unix://`` URL.
+        variable: The setting the URL came from, named in the error.
 
     Returns:
         The client; it connects on first use.
@@ -152,8 +153,8 @@ def redis_client_from_url(url: str) -> redis.Redis:
             retry=Retry(NoBackoff(), RETRIES),
         )
     except (ValueError, TypeError) as exc:
-        msg = f"The Redis URL is not valid ({exc}); expected redis://host:port/db."
-        raise ConfigurationError(msg, variable="FALWRAP_REDIS_URL") from None
+        msg = f"{variable} is not a valid Redis URL ({exc}); expected redis://host:port/db."
+        raise ConfigurationError(msg, variable=variable) from None
 
 
 def _check_reachable(client: redis.Redis) -> None:

@@ -69,8 +69,10 @@ class RedisStore:
 
         Raises:
             ConfigurationError: the URL is invalid or the server does not answer.
+            ValueError: ``namespace`` is empty.
         """
-        client = redis_client_from_url(url)
+        _prefix(namespace)
+        client = redis_client_from_url(url, variable="FALWRAP_STORE_URL")
         try:
             client.ping()
         except redis.RedisError as exc:
@@ -139,7 +141,7 @@ def wipe(url: str, namespace: str) -> None:
     """
     # Glob characters in the namespace are matched literally.
     pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in _prefix(namespace)) + "*"
-    client = redis_client_from_url(url)
+    client = redis_client_from_url(url, variable="FALWRAP_STORE_URL")
     try:
         batch: list[bytes] = []
         for key in client.scan_iter(match=pattern, count=_WIPE_BATCH):
