@@ -68,7 +68,7 @@ from falwrap.aggregates import summarize
 from falwrap.backends.codec import dump_entry, dump_record, load_entry, load_record
 from falwrap.backends.memory import apply_acceptance, apply_settlement, budget_error
 from falwrap.backends.redis_errors import typed_redis_errors
-from falwrap.backends.redis_scripts import ADD_RECORD, COMMIT, HOLD, OPEN_JOB, RESERVED
+from falwrap.backends.redis_scripts import ADD_RECORD, CLAIM, COMMIT, HOLD, OPEN_JOB, RESERVED
 from falwrap.journal import (
     OPEN_STATES,
     Accepted,
@@ -162,6 +162,7 @@ class RedisJournal:
     _prefix: str = attrs.field(init=False, repr=False)
     _open_script: Script = attrs.field(init=False, repr=False)
     _commit_script: Script = attrs.field(init=False, repr=False)
+    _claim_script: Script = attrs.field(init=False, repr=False)
     _hold_script: Script = attrs.field(init=False, repr=False)
     _reserved_script: Script = attrs.field(init=False, repr=False)
     _record_script: Script = attrs.field(init=False, repr=False)
@@ -170,6 +171,7 @@ class RedisJournal:
         self._prefix = f"falwrap:{self.namespace}:"
         self._open_script = self._redis.register_script(OPEN_JOB)
         self._commit_script = self._redis.register_script(COMMIT)
+        self._claim_script = self._redis.register_script(CLAIM)
         self._hold_script = self._redis.register_script(HOLD)
         self._reserved_script = self._redis.register_script(RESERVED)
         self._record_script = self._redis.register_script(ADD_RECORD)
@@ -384,6 +386,26 @@ class RedisJournal:
         else:
             ids = self._redis.zrevrangebyscore(self.key("jobs"), "+inf", low, start=0, num=limit)
         return self._entries(ids)
+
+    @typed_redis_errors
+    def claim(self, job_id: str, owner: str, *, now: datetime) -> bool:
+        """See :meth:`falwrap.journal.Journal.claim`."""
+        while True:
+            entry, version = self._read(job_id)
+            if entry.state not in OPEN_STATES:
+                return False
+            taken = self._claim_script(
+                args=[
+                    self._prefix,
+                    job_id,
+                    version,
+                    dump_entry(attrs.evolve(entry, owner=owner)),
+                    entry.owner or "",
+                    _us(now),
+                ]
+            )
+            if int(taken) != 0:
+                return int(taken) == 1
 
     @typed_redis_errors
     def heartbeat(self, owner: str, *, ttl: float, now: datetime) -> None:

@@ -13,7 +13,7 @@ below 2**53, but formatting them back (``%.14g``) would not be.
 
 from __future__ import annotations
 
-__all__ = ["ADD_RECORD", "COMMIT", "HOLD", "OPEN_JOB", "RESERVED"]
+__all__ = ["ADD_RECORD", "CLAIM", "COMMIT", "HOLD", "OPEN_JOB", "RESERVED"]
 
 # Shared helpers, prepended to every script that needs them.
 _HELPERS = """
@@ -195,6 +195,27 @@ end
 return 1
 """
 )
+
+#: Give an open job to a new owner if nobody changed it since it was read and its owner's
+#: heartbeat has lapsed, checked in the same step. ARGV: prefix, job id, version read,
+#: entry JSON (with the new owner), current owner ('' none), now (us).
+#: Returns 1 (taken), -1 (the owner is alive) or 0 (the job changed: read again).
+CLAIM = """
+local P = ARGV[1]
+local job = P .. 'job:' .. ARGV[2]
+if redis.call('HGET', job, 'v') ~= ARGV[3] then
+  return 0
+end
+if ARGV[5] ~= '' then
+  local expiry = redis.call('ZSCORE', P .. 'owners', ARGV[5])
+  if expiry and tonumber(expiry) > tonumber(ARGV[6]) then
+    return -1
+  end
+end
+redis.call('HSET', job, 'json', ARGV[4])
+redis.call('HINCRBY', job, 'v', 1)
+return 1
+"""
 
 #: Hold part of today's budget. ARGV: prefix, hold id, micro-dollars, budget ('' none),
 #: now (us), today, expiry (us, or '+inf'). Returns {granted 1/0, spent, held}.
