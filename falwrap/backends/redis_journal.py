@@ -7,7 +7,7 @@ one set of budget holds and one set of stats.
 Atomicity. A budget check and the intent or hold it grants, an idempotency
 claim, and the recording of a call are each one Lua script
 (:mod:`~falwrap.backends.redis_scripts`). A job's transition (``accept``,
-``mark_unknown``, ``finish``) reads the job, decides its new state with the rules
+``mark_unknown``, ``finish``, ``claim``) reads the job, decides its new state with the rules
 every store shares (:func:`~falwrap.backends.memory.apply_settlement`,
 :func:`~falwrap.backends.memory.apply_acceptance`), then commits it in one script
 that checks the job's version, writes it, moves the held and charged aggregates
