@@ -10,7 +10,9 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import queue
 import threading
+import time
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -301,7 +303,18 @@ def test_budget_race_across_processes(store: StoreFactory) -> None:
     ]
     for p in procs:
         p.start()
-    outcomes = [o for _ in procs for o in results.get(timeout=60)]
+    outcomes: list[str] = []
+    deadline = time.monotonic() + 60
+    for _ in procs:
+        # Poll, so that a child that crashed fails the test at once rather than after the deadline.
+        while True:
+            try:
+                outcomes += results.get(timeout=0.5)
+                break
+            except queue.Empty:
+                crashed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                assert not crashed, f"a child process failed (exit codes {crashed})"
+                assert time.monotonic() < deadline, "the child processes did not answer within 60 s"
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
