@@ -156,8 +156,9 @@ class MemoryJournal:
         with self._lock:
             entry = self._get(job_id)
             new = apply_acceptance(entry, accepted, now)
-            if new is not entry:
-                self._put(entry, new)
+            if new is None:
+                return entry
+            self._put(entry, new)
             return new
 
     def mark_unknown(self, job_id: str, *, now: datetime) -> JobEntry:
@@ -390,18 +391,17 @@ class MemoryJournal:
         """Nothing to close."""
 
 
-def apply_acceptance(entry: JobEntry, accepted: Accepted, now: datetime) -> JobEntry:
-    """The job after fal's answer (see :meth:`Journal.accept`); ``entry`` itself when nothing changes.
+def apply_acceptance(entry: JobEntry, accepted: Accepted, now: datetime) -> JobEntry | None:
+    """The job after fal's answer ``accepted`` (see :meth:`Journal.accept`), or ``None`` when it does not change.
 
-    Shared by every store: a job being submitted (or unknown) starts running; a job
-    already past that only gains the ids it lacked.
+    Shared by every store: an open job becomes ``RUNNING``; a terminal one only gets missing ids.
     """
     if entry.state in (JobState.SUBMITTING, JobState.UNKNOWN):
         state, accepted_at = JobState.RUNNING, now
     elif entry.request_id is None:
         state, accepted_at = entry.state, entry.accepted_at or now
     else:
-        return entry
+        return None
     return attrs.evolve(
         entry,
         state=state,

@@ -250,7 +250,7 @@ class RedisJournal:
     @typed_redis_errors
     def accept(self, job_id: str, accepted: Accepted, *, now: datetime) -> JobEntry:
         """See :meth:`falwrap.journal.Journal.accept`."""
-        return self._transition(job_id, lambda entry: (apply_acceptance(entry, accepted, now), None), now)[1]
+        return self._transition(job_id, lambda entry: (apply_acceptance(entry, accepted, now) or entry, None), now)[1]
 
     @typed_redis_errors
     def mark_unknown(self, job_id: str, *, now: datetime) -> JobEntry:

@@ -114,13 +114,19 @@ class RedisStore:
         """
         return RedisLeakyBucket(self._client, self.key("rate"), rate_per_minute, burst, check=False)
 
-    def concurrency_limiter(self, max_in_flight: int) -> ConcurrencyLimiter:
+    def concurrency_limiter(self, max_in_flight: int, *, lease_seconds: float = 60.0) -> ConcurrencyLimiter:
         """The namespace's :class:`~falwrap.backends.redis_limiter.RedisConcurrencyLimit`.
 
+        Args:
+            max_in_flight: The cap, across every process on the namespace.
+            lease_seconds: How long a place is held without renewal (a dead process's lapses).
+
         Raises:
-            ConfigurationError: ``max_in_flight`` is out of range.
+            ConfigurationError: a value is out of range.
         """
-        return RedisConcurrencyLimit(self._client, self.key("inflight"), max_in_flight, check=False)
+        return RedisConcurrencyLimit(
+            self._client, self.key("inflight"), max_in_flight, lease_seconds=lease_seconds, check=False
+        )
 
     def close(self) -> None:
         """Close the connection pool if this store opened it; idempotent."""
