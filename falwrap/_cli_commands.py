@@ -510,25 +510,24 @@ def _stats(context: _Context) -> int:
 
 
 def _redis_stats(config: FalConfig) -> tuple[dict[str, Any], Decimal]:
-    from falwrap.errors import ConfigurationError
+    from falwrap.errors import BackendUnavailableError, ConfigurationError
 
     url = config.rate_limit.redis_url
     assert url is not None
     try:
-        import redis
-
         from falwrap.backends.redis import RedisLedger, connect
     except ImportError:
         msg = "FALWRAP_REDIS_URL is set but redis-py is not installed. Run: pip install 'falwrap[redis]'."
         raise ConfigurationError(msg, variable="FALWRAP_REDIS_URL") from None
     client = connect(url)
     try:
-        ledger = RedisLedger(client, f"falwrap:{config.key_fingerprint}", metrics=False)
+        # The namespace the client's store writes under (see falwrap.backends.shared).
+        ledger = RedisLedger(client, config.key_fingerprint)
         return ledger.stats(), ledger.daily_cost()
-    except redis.RedisError as exc:
+    except BackendUnavailableError as exc:
         # The URL may hold a password: name the variable, never the value.
         msg = (
-            f"Could not read the ledger from the Redis at FALWRAP_REDIS_URL ({type(exc).__name__}). "
+            f"Could not read the ledger from the Redis at FALWRAP_REDIS_URL ({type(exc.__cause__ or exc).__name__}). "
             "Check that Redis is running and the URL is right."
         )
         raise ConfigurationError(msg, variable="FALWRAP_REDIS_URL") from None

@@ -1,6 +1,7 @@
 """Prometheus metrics for falwrap calls, live when ``prometheus_client`` is installed.
 
-Both ledgers call :func:`observe_call` for every record. Without ``prometheus_client``
+The client's metrics observer (:func:`falwrap.observers.metrics_observer`) calls
+:func:`observe_call` for every record; ledgers only store. Without ``prometheus_client``
 it does nothing; with it, the first call registers four metrics on the default
 registry (import is deferred until then, so ``import falwrap`` stays cheap):
 
@@ -9,8 +10,8 @@ registry (import is deferred until then, so ``import falwrap`` stays cheap):
 - ``falwrap_cost_usd_total{model}``: dollars spent (a float, as Prometheus needs; the ledger is exact)
 - ``falwrap_call_duration_seconds{model, operation}``: call durations (histogram)
 
-Metrics are per process, as Prometheus expects: with ``RedisLedger`` each process
-counts the calls it recorded and the scraper adds them up.
+Metrics are per process, as Prometheus expects: with shared state (Redis, SQL) each
+process counts the calls it made and the scraper adds them up.
 """
 
 from __future__ import annotations

@@ -53,8 +53,12 @@ def redis_client(redis_url: str) -> Iterator[Any]:
 
 @pytest.fixture
 def redis_namespace(redis_client: Any) -> Iterator[str]:
-    """A unique key prefix for one test; its keys are deleted afterwards."""
+    """A unique key prefix (or store namespace) for one test; its keys are deleted afterwards.
+
+    Keys made with it directly start with it; a store's keys start with ``falwrap:<namespace>:``.
+    """
     prefix = f"falwrap-test:{uuid.uuid4().hex[:12]}"
     yield prefix
-    for key in redis_client.scan_iter(match=f"{prefix}*", count=1000):
-        redis_client.delete(key)
+    for pattern in (f"{prefix}*", f"falwrap:{prefix}:*"):
+        for key in redis_client.scan_iter(match=pattern, count=1000):
+            redis_client.delete(key)

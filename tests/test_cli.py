@@ -209,7 +209,7 @@ def test_stats_reads_the_shared_redis_ledger(tmp_path: Path, fal: FakeFal, redis
         assert "fal-ai/flux/dev" in table.stdout
         assert "$0.05" in table.stdout
     finally:
-        for key in redis_client.scan_iter(match=f"{namespace}*"):
+        for key in redis_client.scan_iter(match=f"*{namespace}:*"):
             redis_client.delete(key)
 
 

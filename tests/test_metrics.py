@@ -70,21 +70,24 @@ def test_a_client_reports_each_call_to_its_observers(fake_fal: Any) -> None:
 
 
 def test_observe_is_a_no_op_without_prometheus_client() -> None:
-    """With prometheus_client unimportable, recording still works and metrics are None."""
+    """With prometheus_client unimportable, the metrics observer and recording still work and metrics are None."""
     code = (
         "import sys; sys.modules['prometheus_client'] = None\n"
         "from datetime import datetime, timezone; from decimal import Decimal\n"
         "from falwrap import metrics; from falwrap.ledger import CallRecord, CostLedger\n"
-        "CostLedger().record(CallRecord(datetime.now(timezone.utc), 'm', 'generate', 1, Decimal('1'), True))\n"
+        "from falwrap.observers import metrics_observer\n"
+        "rec = CallRecord(datetime.now(timezone.utc), 'm', 'generate', 1, Decimal('1'), True)\n"
+        "metrics_observer(rec); CostLedger().record(rec)\n"
         "assert metrics.default_metrics() is None\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_import_does_not_load_prometheus_or_redis() -> None:
-    """Importing falwrap and its ledger modules loads neither prometheus_client nor redis."""
+    """Importing falwrap, its ledgers and journals (RedisLedger included) loads neither prometheus_client nor redis."""
     code = (
         "import sys, falwrap, falwrap.ledger, falwrap.metrics, falwrap.backends.redis_ledger\n"
+        "import falwrap.backends.redis_journal, falwrap.backends.memory\n"
         "assert 'prometheus_client' not in sys.modules, 'prometheus_client imported'\n"
         "assert 'redis' not in sys.modules, 'redis imported'\n"
     )

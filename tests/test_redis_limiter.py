@@ -18,6 +18,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from falwrap.backends import open_store
 from falwrap.backends.redis_limiter import RedisConcurrencyLimit, RedisLeakyBucket, redis_client_from_url
 from falwrap.config import RateLimitConfig
 from falwrap.errors import BackendUnavailableError, ConfigurationError, RateLimitTimeout
@@ -333,7 +334,7 @@ def test_unreachable_redis_at_construction_is_a_configuration_error() -> None:
     """A server that refuses connections fails construction with ConfigurationError, quickly."""
     start = time.monotonic()
     with pytest.raises(ConfigurationError) as info:
-        Limiter.from_config(RateLimitConfig(redis_url=UNREACHABLE), "ns")
+        open_store(UNREACHABLE, namespace="ns")
     assert "127.0.0.1:1" in str(info.value)
     with pytest.raises(ConfigurationError):
         RedisLeakyBucket(redis_client_from_url(UNREACHABLE), "k", 60)
@@ -381,12 +382,18 @@ def test_redis_that_stops_answering_raises_after_the_socket_timeout(proxy: Proxy
     c.close()
 
 
-def test_from_config_builds_the_redis_twins_under_the_namespace(redis_url: str, redis_client: Any) -> None:
-    """With redis_url set, from_config shares one client between the Redis twins, keyed falwrap:{ns}:rate/:inflight."""
+def test_from_config_refuses_a_redis_url() -> None:
+    """Limiter.from_config builds in-process limits only; a Redis URL is refused, naming redis_url."""
+    with pytest.raises(ConfigurationError) as info:
+        Limiter.from_config(RateLimitConfig(redis_url="redis://127.0.0.1:6379/15"), "ns")
+    assert info.value.variable == "redis_url"
+
+
+def test_store_builds_the_redis_twins_under_the_namespace(redis_url: str, redis_client: Any) -> None:
+    """A Redis store's limits share its client and are keyed falwrap:{ns}:rate and falwrap:{ns}:inflight."""
     namespace = f"test-{uuid.uuid4().hex[:12]}"
-    limiter = Limiter.from_config(
-        RateLimitConfig(requests_per_minute=600, burst=2, max_concurrent=3, redis_url=redis_url), namespace
-    )
+    store = open_store(redis_url, namespace=namespace)
+    limiter = Limiter(store.rate_limiter(600, 2), store.concurrency_limiter(3))
     try:
         assert isinstance(limiter.rate, RedisLeakyBucket)
         assert limiter.rate.key == f"falwrap:{namespace}:rate"
@@ -399,5 +406,5 @@ def test_from_config_builds_the_redis_twins_under_the_namespace(redis_url: str, 
             assert slot.renew() is True
         assert limiter.concurrency.in_flight() == 0
     finally:
-        limiter.close()
+        store.close()
         redis_client.delete(f"falwrap:{namespace}:rate", f"falwrap:{namespace}:inflight")

@@ -38,7 +38,7 @@ from falwrap.limits import ConcurrencyLimiter, RateLimiter
 from falwrap.money import display_usd, from_micros, to_micros
 from falwrap.records import CallRecord
 
-__all__ = ["MemoryJournal", "MemoryStore", "apply_settlement", "budget_error"]
+__all__ = ["MemoryJournal", "MemoryStore", "apply_acceptance", "apply_settlement", "budget_error"]
 
 
 def budget_error(
@@ -155,20 +155,9 @@ class MemoryJournal:
         """See :meth:`falwrap.journal.Journal.accept`."""
         with self._lock:
             entry = self._get(job_id)
-            if entry.state in (JobState.SUBMITTING, JobState.UNKNOWN):
-                new = attrs.evolve(entry, state=JobState.RUNNING, accepted_at=now)
-            elif entry.request_id is None:
-                new = attrs.evolve(entry, accepted_at=entry.accepted_at or now)
-            else:
+            new = apply_acceptance(entry, accepted, now)
+            if new is None:
                 return entry
-            new = attrs.evolve(
-                new,
-                request_id=accepted.request_id,
-                status_url=accepted.status_url,
-                response_url=accepted.response_url,
-                cancel_url=accepted.cancel_url,
-                gateway_request_id=accepted.gateway_request_id,
-            )
             self._put(entry, new)
             return new
 
@@ -400,6 +389,29 @@ class MemoryJournal:
 
     def close(self) -> None:
         """Nothing to close."""
+
+
+def apply_acceptance(entry: JobEntry, accepted: Accepted, now: datetime) -> JobEntry | None:
+    """The job after fal's answer ``accepted`` (see :meth:`Journal.accept`), or ``None`` when it does not change.
+
+    Shared by every store: an open job becomes ``RUNNING``; a terminal one only gets missing ids.
+    """
+    if entry.state in (JobState.SUBMITTING, JobState.UNKNOWN):
+        state, accepted_at = JobState.RUNNING, now
+    elif entry.request_id is None:
+        state, accepted_at = entry.state, entry.accepted_at or now
+    else:
+        return None
+    return attrs.evolve(
+        entry,
+        state=state,
+        accepted_at=accepted_at,
+        request_id=accepted.request_id,
+        status_url=accepted.status_url,
+        response_url=accepted.response_url,
+        cancel_url=accepted.cancel_url,
+        gateway_request_id=accepted.gateway_request_id,
+    )
 
 
 def apply_settlement(entry: JobEntry, settlement: Settlement | None, now: datetime) -> tuple[JobEntry, bool]:

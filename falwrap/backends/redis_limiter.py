@@ -43,6 +43,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from falwrap.backends.redis_errors import describe, limiter_unavailable
 from falwrap.errors import BackendUnavailableError, ConfigurationError
 from falwrap.limits import Slot, check_count, check_rate, check_timeout, concurrency_timeout, rate_timeout
 
@@ -50,9 +51,9 @@ __all__ = ["RedisConcurrencyLimit", "RedisLeakyBucket", "redis_client_from_url"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds to wait for a connection or an answer. Every limiter command is a short
-#: script (microseconds of server time), so a second means the server is in trouble,
-#: and callers must get an error, not a hang.
+#: Seconds to wait for a connection or an answer. Every command falwrap sends is a
+#: short script or read (microseconds to a millisecond of server time), so a second
+#: means the server is in trouble, and callers must get an error, not a hang.
 SOCKET_TIMEOUT = 1.0
 
 #: One immediate retry: enough to replace a pooled connection that a Redis restart
@@ -128,14 +129,15 @@ return {0, wait}
 """
 
 
-def redis_client_from_url(url: str) -> redis.Redis:
-    """A redis-py client for the limiters, with short socket timeouts and one retry.
+def redis_client_from_url(url: str, *, variable: str = "FALWRAP_REDIS_URL") -> redis.Redis:
+    """A redis-py client for falwrap's Redis parts, with short socket timeouts and one retry.
 
     Thread-safe (redis-py's connection pool) and fork-safe (the pool reconnects in
     a child process).
 
     Args:
         url: A ``redis://``, ``rediss://`` or ``unix://`` URL.
+        variable: The setting the URL came from, named in the error.
 
     Returns:
         The client; it connects on first use.
@@ -151,16 +153,8 @@ def redis_client_from_url(url: str) -> redis.Redis:
             retry=Retry(NoBackoff(), RETRIES),
         )
     except (ValueError, TypeError) as exc:
-        msg = f"The Redis URL for the rate limiter is not valid ({exc}); expected redis://host:port/db."
-        raise ConfigurationError(msg, variable="FALWRAP_REDIS_URL") from None
-
-
-def _where(client: redis.Redis) -> str:
-    # Host, port and db only: the URL may carry a password.
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix:{kwargs['path']}"
-    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+        msg = f"{variable} is not a valid Redis URL ({exc}); expected redis://host:port/db."
+        raise ConfigurationError(msg, variable=variable) from None
 
 
 def _check_reachable(client: redis.Redis) -> None:
@@ -168,7 +162,7 @@ def _check_reachable(client: redis.Redis) -> None:
         client.ping()
     except redis.RedisError as exc:
         msg = (
-            f"Redis at {_where(client)} is not answering ({type(exc).__name__}: {exc}). Start it, "
+            f"Redis at {describe(client)} is not answering ({type(exc).__name__}: {exc}). Start it, "
             "or fix FALWRAP_REDIS_URL; unset it to limit each process on its own."
         )
         raise ConfigurationError(msg, variable="FALWRAP_REDIS_URL") from exc
@@ -179,14 +173,6 @@ def _check_key(key: str) -> str:
         msg = f"key={key!r} is not valid: expected a non-empty string."
         raise ConfigurationError(msg, variable="key")
     return key
-
-
-def _unavailable(client: redis.Redis, exc: redis.RedisError) -> BackendUnavailableError:
-    msg = (
-        f"The shared rate limiter could not reach Redis at {_where(client)} "
-        f"({type(exc).__name__}: {exc}); no slot was granted and nothing was sent to fal."
-    )
-    return BackendUnavailableError(msg)
 
 
 class RedisLeakyBucket:
@@ -254,7 +240,7 @@ class RedisLeakyBucket:
         try:
             result = self._acquire_script(keys=[self._key], args=[self._interval_us, self._tolerance_us, max_wait_us])
         except redis.RedisError as exc:
-            raise _unavailable(self._redis, exc) from exc
+            raise limiter_unavailable(self._redis, exc) from exc
         return [int(x) for x in result]
 
     def acquire(self, timeout: float | None = None) -> float:
@@ -437,7 +423,7 @@ class RedisConcurrencyLimit:
         try:
             return int(self._redis.zcount(self._key, f"({self._redis_now_us()}", "+inf"))
         except redis.RedisError as exc:
-            raise _unavailable(self._redis, exc) from exc
+            raise limiter_unavailable(self._redis, exc) from exc
 
     def _redis_now_us(self) -> int:
         seconds, micros = self._redis.time()
@@ -449,7 +435,7 @@ class RedisConcurrencyLimit:
                 keys=[self._key], args=[self._max, self._lease_us, lease_id, 1 if renew else 0]
             )
         except redis.RedisError as exc:
-            raise _unavailable(self._redis, exc) from exc
+            raise limiter_unavailable(self._redis, exc) from exc
         return bool(held), int(wait_us) / _MICROS
 
     def acquire(self, timeout: float | None = None) -> Slot:

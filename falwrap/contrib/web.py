@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
 
 import attrs
 
@@ -50,6 +50,8 @@ from falwrap.errors import (
 from falwrap.results import JobHandle
 
 if TYPE_CHECKING:
+    from falwrap.backends.base import Store
+    from falwrap.backends.redis_store import RedisStore
     from falwrap.client import FalClient
     from falwrap.config import FalConfig
 
@@ -369,24 +371,37 @@ class RedisJobStore:
         return report
 
 
-def job_store_for(config: FalConfig) -> JobStore:
-    """The store a config implies: Redis when ``FALWRAP_REDIS_URL`` is set, else in-process.
+def job_store_for(config: FalConfig, *, store: Store | None = None) -> JobStore:
+    """The store a config implies: Redis when shared state lives in Redis, else in-process.
 
     Args:
         config: The client's config.
+        store: The shared state the client opened. A Redis store lends its client,
+            so the job store adds no connection pool; without one, a Redis client is
+            opened from ``FALWRAP_REDIS_URL`` when it is set.
 
     Returns:
-        A :class:`RedisJobStore` under ``falwrap:<key fingerprint>:jobs``, or a :class:`MemoryJobStore`.
+        A :class:`RedisJobStore` under ``falwrap:<namespace>:jobs``, or a :class:`MemoryJobStore`.
 
     Raises:
         ConfigurationError: Redis does not answer.
     """
+    if store is not None and _is_redis(store):
+        return RedisJobStore(store.client, store.key("jobs"))
     url = config.rate_limit.redis_url
     if not url:
         return MemoryJobStore()
     from falwrap.backends.redis import connect
 
     return RedisJobStore(connect(url), f"falwrap:{config.key_fingerprint}:jobs")
+
+
+def _is_redis(store: Store) -> TypeGuard[RedisStore]:
+    try:
+        from falwrap.backends.redis_store import RedisStore
+    except ImportError:  # without redis-py no store is a Redis one
+        return False
+    return isinstance(store, RedisStore)
 
 
 def accepted_body(handle: JobHandle, status_path: str) -> dict[str, Any]:
