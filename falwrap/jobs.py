@@ -515,8 +515,7 @@ class JobRunner:
 
         def classify(exc: BaseException, attempts: int) -> tuple[str, FalApiError] | None:
             if isinstance(exc, ExchangeError):
-                job_failed = job_error_type is not None
-                error = self.exchange_error(exc, endpoint, request_id, attempts, job_failed=job_failed)
+                error = self.exchange_error(exc, endpoint, request_id, attempts, job_error_type=job_error_type)
                 if isinstance(error, ModelError) and job_error_type in {"", error.error_code}:
                     raise error from exc
                 return phase, error
@@ -543,14 +542,22 @@ class JobRunner:
         request_id: str | None,
         attempts: int,
         *,
-        job_failed: bool = False,
+        job_error_type: str | None = None,
     ) -> FalApiError:
-        """The typed error of a failed exchange."""
+        """The typed error of a failed exchange.
+
+        ``job_error_type`` is set when the answer is a failed job's result: its status's
+        ``error_type`` names the error when the answer itself does not (a cancelled job's 499).
+        """
         response = exc.response
         if response is not None:
+            headers = dict(response.headers)
+            if job_error_type and "x-fal-error-type" not in response.headers:
+                headers["x-fal-error-type"] = job_error_type
             return error_from_response(
-                response.status_code, dict(response.headers), response.content, request_id=request_id,
-                job_failed=job_failed, model_id=endpoint, attempts=attempts, queue_phase=request_id is not None,
+                response.status_code, headers, response.content, request_id=request_id,
+                job_failed=job_error_type is not None, model_id=endpoint, attempts=attempts,
+                queue_phase=request_id is not None,
             )  # fmt: skip
         what = f" calling {endpoint}" if endpoint else ""
         rid = f" (request {request_id})" if request_id else ""
