@@ -99,7 +99,7 @@ def test_a_spent_budget_is_not_spent_twice_when_a_result_is_lost(fal: FakeFal) -
 
 
 def test_a_second_result_call_returns_what_the_first_one_missed(fal: FakeFal) -> None:
-    """submit(), a result() that fails after completion, a second result(): the output; each call recorded, cost once."""
+    """submit(), a failed result() after completion, a second result(): the output; each call recorded, cost once."""
     with _client(fal) as c:
         handle = c.submit(DEV, {"prompt": "a cat"})
         fal.inject("result", Fault.http(503), times=RETRIES + 1)
