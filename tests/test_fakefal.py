@@ -21,8 +21,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from falwrap.testing import FakeFal, FakeModel, Fault, JobFailure, RouteToFakeFal, billable_units
-from falwrap.testing import queue_api
+from falwrap.testing import FakeFal, FakeModel, Fault, JobFailure, RouteToFakeFal, billable_units, queue_api
 from falwrap.testing.media import jpeg_bytes, png_bytes, sample_mp4
 
 DEV = "fal-ai/flux/dev"

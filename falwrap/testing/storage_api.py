@@ -145,8 +145,9 @@ class StorageState:
             upload = self._multipart.get(upload_id)
             if upload is None or upload.file_name != name:
                 return "unknown upload"
-            numbers = [number for number, _ in listed]
-            if not listed or numbers != sorted(upload.parts) or numbers != list(range(1, len(numbers) + 1)):
+            # fal_client lists parts in the order their uploads finished, not by number.
+            numbers = sorted(number for number, _ in listed)
+            if not numbers or numbers != sorted(upload.parts) or numbers != list(range(1, len(numbers) + 1)):
                 return f"parts {numbers} do not match the parts uploaded {sorted(upload.parts)}"
             for number, etag in listed:
                 if etag.strip('"') != etag_of(upload.parts[number]):
