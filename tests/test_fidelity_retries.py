@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from falwrap.testing import Behaviour, FakeFal, FakeModel, JobFailure
 from tests.helpers.fal_http import DEV, raw, submit, wait_completed
+from tests.helpers.webhook_receiver import running_receiver
 
 FLAKY = FakeModel("acme/flaky", "image", "image", Decimal("0.1"), 0.02, fallback="acme/steady")
 STEADY = FakeModel("acme/steady", "image", "image", Decimal("0.2"), 0.02)
@@ -135,3 +136,16 @@ def test_server_retries_switch_off() -> None:
         handle = submit(client, DEV)
         assert wait_completed(client, handle)["error_type"] == "runner_disconnected"
         assert fal.jobs[handle["request_id"]].attempts == 1
+
+
+def test_webhook_names_the_attempt_that_succeeded() -> None:
+    """After server-side retries the webhook's gateway_request_id is the last attempt's, request_id the job's."""
+    with running_receiver() as receiver, FakeFal(latency=0.02) as fal:
+        fal.fail_next_jobs(1, JobFailure("runner_disconnected", status=503, attempts=1))
+        client = raw(fal)
+        handle = submit(client, DEV, params={"fal_webhook": receiver.url})
+        (delivery,) = receiver.wait_for(1)
+        body = json.loads(delivery.body)
+        view = fal.jobs[handle["request_id"]]
+        assert (body["request_id"], body["status"]) == (handle["request_id"], "OK")
+        assert body["gateway_request_id"] == view.gateway_request_id != handle["request_id"]
