@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import httpx
+import pytest
 
 from falwrap.config import FalConfig
 from falwrap.pricing import PriceBook
@@ -152,3 +153,18 @@ def test_plain_price_units_switch() -> None:
     with FakeFal(behaviour=Behaviour(price_units="plain")) as fal:
         answer = raw(fal).get("/v1/models/pricing", params={"endpoint_id": f"{DEV},{KLING}"}).json()
         assert [price["unit"] for price in answer["prices"]] == ["megapixels", "seconds"]
+
+
+def test_set_behaviour_applies_to_later_jobs_and_is_validated() -> None:
+    """set_behaviour switches a running emulator (here to ignored cancels); unknown fields and bad values raise."""
+    with FakeFal(latency=0.3) as fal:
+        assert fal.set_behaviour(cancel="ignored").cancel == "ignored"
+        client = raw(fal)
+        client.put(submit(client)["cancel_url"])
+        eventually(lambda: len(fal.billing) == 1)
+        assert fal.billing[0].outcome == "cancelled"
+        with pytest.raises(TypeError):
+            fal.set_behaviour(colour="blue")
+        with pytest.raises(ValueError):
+            fal.set_behaviour(server_retries=-1)
+        assert fal.behaviour.server_retries == 10

@@ -135,3 +135,20 @@ def test_data_uris_switch_off() -> None:
         url = client.get(handle["response_url"]).json()["images"][0]["url"]
         assert url.startswith(fal.url + "/files/")
         assert httpx.get(url).headers["content-type"] == "image/jpeg"
+
+
+def test_multipart_as_the_javascript_client_does_it() -> None:
+    """initiate-multipart on the REST host, parts PUT without credentials (answer: partNumber, etag), complete."""
+    with FakeFal() as fal:
+        rest = raw(fal, host="rest.fal.ai")
+        started = rest.post(
+            "/storage/upload/initiate-multipart", json={"file_name": "big.bin", "content_type": "application/zip"}
+        )
+        shapes.check(started.json(), shapes.UPLOAD_INITIATE, "initiate-multipart")
+        upload_url, file_url = started.json()["upload_url"], started.json()["file_url"]
+        parts = [httpx.put(f"{upload_url}/{n}", content=bytes([n]) * 5).json() for n in (1, 2, 3)]
+        assert [part["partNumber"] for part in parts] == [1, 2, 3]
+        assert httpx.post(f"{upload_url}/complete", json={"parts": parts}).status_code == 200
+        download = httpx.get(file_url)
+        assert download.content == b"\x01" * 5 + b"\x02" * 5 + b"\x03" * 5
+        assert download.headers["content-type"] == "application/zip"

@@ -338,7 +338,7 @@ class FakeFal:
 
     @property
     def submissions(self) -> int:
-        """Jobs accepted (submits that created a job).
+        """Jobs accepted: queue submits that created a job, and ``fal.run`` calls that took a runner.
 
         Returns:
             The count since the last ``reset_counters()``.
