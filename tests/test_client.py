@@ -153,7 +153,7 @@ def test_video_from_local_png(client: FalClient, fal: FakeFal, tmp_path: Path) -
     path = result.save(tmp_path / "out")
     assert path.suffix == ".mp4"
     assert path.read_bytes()[4:8] == b"ftyp"
-    assert result.cost_usd == Decimal("0.225")
+    assert result.cost_usd == Decimal("5.008") * Decimal("0.045")  # fal bills the clip's length: 5.008 s
 
 
 def test_large_local_image_is_uploaded_to_storage(client: FalClient, fal: FakeFal, tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def test_text_to_video_takes_aspect_ratio(client: FalClient, fal: FakeFal) -> No
     result = client.video("waves", duration=10, aspect_ratio="9:16")
     assert result.model == "fal-ai/kling-video/v1/standard/text-to-video"
     assert fal.jobs[result.request_id].arguments["aspect_ratio"] == "9:16"
-    assert result.cost_usd == Decimal("0.45")
+    assert result.cost_usd == Decimal("10.008") * Decimal("0.045")  # fal bills the clip's length: 10.008 s
 
 
 def test_run_any_endpoint(client: FalClient, fal: FakeFal) -> None:

@@ -21,8 +21,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from falwrap.testing import FakeFal, FakeModel, Fault, JobFailure, RouteToFakeFal, billable_units
-from falwrap.testing import api as fake_api
+from falwrap.testing import FakeFal, FakeModel, Fault, JobFailure, RouteToFakeFal, billable_units, queue_api
 from falwrap.testing.media import jpeg_bytes, png_bytes, sample_mp4
 
 DEV = "fal-ai/flux/dev"
@@ -265,11 +264,11 @@ def test_queue_positions_with_concurrency_one() -> None:
 
 def test_start_timeout_expires_queued_job_with_user_504() -> None:
     """X-Fal-Request-Timeout on a job still queued at expiry completes it with 504 and Timeout-Type user."""
-    with FakeFal(concurrency=1, latency=1.0) as fal:
+    with FakeFal(concurrency=1, latency=5.0) as fal:
         client = raw(fal)
         submit(client)
-        handle = submit(client, headers={"X-Fal-Request-Timeout": "0.1"})
-        status = wait_completed(client, handle, timeout=1.0)
+        handle = submit(client, headers={"X-Fal-Request-Timeout": "1"})
+        status = wait_completed(client, handle, timeout=4.0)
         assert status["error_type"] == "request_timeout"
         result = client.get(handle["response_url"])
         assert result.status_code == 504
@@ -344,7 +343,7 @@ def test_status_stream_sends_each_change_and_ends_with_completed() -> None:
 
 def test_status_stream_sends_keepalive_comments(monkeypatch: pytest.MonkeyPatch) -> None:
     """While nothing changes the stream sends ':' keep-alive comments (every KEEPALIVE_S, 5 s in production)."""
-    monkeypatch.setattr(fake_api, "KEEPALIVE_S", 0.05)
+    monkeypatch.setattr(queue_api, "KEEPALIVE_S", 0.05)
     with FakeFal(latency=0.4) as fal:
         events, comments, _ = read_events(fal, submit(raw(fal)), logs=0)
     assert len(comments) >= 3
@@ -521,8 +520,8 @@ def test_fail_next_jobs_only_affects_n_jobs_of_the_model(fal: FakeFal) -> None:
         (DEV, {"prompt": "x", "image_size": "square_hd", "num_images": 2}, Decimal(2)),
         (DEV, {"prompt": "x", "image_size": {"width": 2000, "height": 1000}}, Decimal(2)),
         ("fal-ai/flux-pro/v1.1-ultra", {"prompt": "x", "num_images": 3}, Decimal(3)),
-        (KLING, {"prompt": "x", "image_url": "u", "duration": "10"}, Decimal(10)),
-        (KLING, {"prompt": "x", "image_url": "u"}, Decimal(5)),
+        (KLING, {"prompt": "x", "image_url": "u", "duration": "10"}, Decimal("10.008")),  # billed on output length
+        (KLING, {"prompt": "x", "image_url": "u"}, Decimal("5.008")),
     ],
 )
 def test_billing_records_units_and_header(fal: FakeFal, model: str, arguments: dict[str, Any], units: Decimal) -> None:
@@ -561,8 +560,8 @@ def test_pricing_endpoint_and_set_price(fal: FakeFal) -> None:
     answer = client.get("/v1/models/pricing", params={"endpoint_id": f"{DEV},{KLING}"}).json()
     assert answer["next_cursor"] is None and answer["has_more"] is False
     assert answer["prices"] == [
-        {"endpoint_id": DEV, "unit_price": 0.025, "unit": "megapixels", "currency": "USD"},
-        {"endpoint_id": KLING, "unit_price": 0.045, "unit": "seconds", "currency": "USD"},
+        {"endpoint_id": DEV, "unit_price": 0.025, "unit": "image", "currency": "USD"},
+        {"endpoint_id": KLING, "unit_price": 0.045, "unit": "video_second", "currency": "USD"},
     ]
     fal.set_price(DEV, Decimal("0.03"))
     repeated = client.get("/v1/models/pricing", params=[("endpoint_id", DEV), ("endpoint_id", SCHNELL)]).json()

@@ -1,7 +1,7 @@
 """FakeFal speaks fal's protocol to the official JavaScript client, @fal-ai/client 1.x, unpatched.
 
 The client's requestMiddleware rewrites fal's hosts to the emulator (paths
-unchanged), exactly like falwrap's ``base_url``.  Needs Node.js and npm: skipped
+unchanged) and names the host it meant in ``X-Forwarded-Host``.  Needs Node.js and npm: skipped
 with a reason on a laptop without them, a failure under ``CI=true``.
 """
 

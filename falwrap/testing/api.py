@@ -1,4 +1,5 @@
-"""fal's HTTP API as the emulator answers it: routing, auth and every route's behaviour."""
+"""fal's HTTP API as the emulator answers it: shared state, auth, dispatch to each host's routes,
+and what a finished job produces and costs."""
 
 from __future__ import annotations
 
@@ -8,106 +9,35 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
 import attrs
 
-from falwrap.testing.billing import BillingRecord, billable_units
+from falwrap.testing import platform_api, queue_api, run_api, storage_api
+from falwrap.testing.behaviour import Behaviour
+from falwrap.testing.billing import BillingRecord, Outcome, billable_units
+from falwrap.testing.board import JobBoard
 from falwrap.testing.counters import RequestCounters
-from falwrap.testing.jobs import Job, JobBoard, WallClock, logs_of, next_log_at
+from falwrap.testing.faults import Fault
+from falwrap.testing.hosts import Route, classify
+from falwrap.testing.jobs import Job, WallClock
 from falwrap.testing.messages import EventStream, Request, Response, json_response
 from falwrap.testing.models import FakeModel, JobFailure
-from falwrap.testing.outputs import FileStore, build_output, new_file_name
+from falwrap.testing.options import RequestOptions
+from falwrap.testing.outputs import FileStore, OutputOptions, build_output, video_seconds
 from falwrap.testing.webhook_keys import WebhookSigner
-from falwrap.testing.webhooks import webhook_url_problem
 
-__all__ = ["FalApi", "Route"]
+__all__ = ["FalApi", "Route", "classify"]
 
-#: Status streams send a comment at least this often; the JS client gives up after 15 s of silence.
-KEEPALIVE_S = 5.0
-
-#: fal's platform API accepts 1..50 endpoint ids per pricing request.
-MAX_PRICING_IDS = 50
-
-_UNIT_NAMES = {
-    "megapixel": "megapixels",
-    "image": "image",
-    "second": "seconds",
-    "video": "video",
-    "compute_second": "compute seconds",
-}
 _NO_USER = {"detail": "No user found for Key ID and Secret"}
-_TRUTHY = {"1", "true", "True", "yes"}
 
+#: Actions that check their own credentials: public files, signed upload URLs, CDN tokens.
+_OWN_AUTH = frozenset({"file", "upload_put", "upload_cdn", "multipart_create", "multipart_part", "multipart_complete"})
 
-@attrs.frozen
-class Route:
-    """Which route a request is, and what it is about.
-
-    Attributes:
-        name: a counter/fault route name, or ``"unknown"``.
-        action: the handler to run (a finer name than ``name``, e.g. ``upload_put``).
-        app: ``owner/alias`` (queue routes) or the endpoint id (submit).
-        request_id: for status, stream, result and cancel.
-        tail: the file name for file routes.
-    """
-
-    name: str
-    action: str
-    app: str = ""
-    request_id: str = ""
-    tail: str = ""
-
-
-def classify(method: str, path: str) -> Route:
-    """Map a method and path to a route.
-
-    Args:
-        method: the HTTP method.
-        path: the URL path.
-
-    Returns:
-        The route; ``Route("unknown", "unknown")`` for anything fal does not serve.
-    """
-    segs = [s for s in path.split("/") if s]
-    if not segs:
-        return Route("unknown", "unknown")
-    if segs[0] == "files":
-        if method == "POST" and segs[1:] == ["upload"]:
-            return Route("upload", "upload_cdn")
-        if method in ("GET", "HEAD") and len(segs) > 1:
-            return Route("file", "file", tail="/".join(segs[1:]))
-        return Route("unknown", "unknown")
-    if segs[0] == "storage":
-        if method == "POST" and segs[1:] == ["upload", "initiate"]:
-            return Route("upload", "upload_initiate")
-        if method == "PUT" and segs[1:3] == ["upload", "put"] and len(segs) == 4:
-            return Route("upload", "upload_put", tail=segs[3])
-        if method == "POST" and segs[1:] == ["auth", "token"]:
-            return Route("upload", "upload_token")
-        return Route("unknown", "unknown")
-    if segs[0] == "v1" and segs[1:] == ["models", "pricing"] and method == "GET":
-        return Route("pricing", "pricing")
-    if segs == [".well-known", "jwks.json"] and method == "GET":
-        return Route("jwks", "jwks")
-    if "requests" in segs[2:]:
-        index = segs.index("requests", 2)
-        app, rest = "/".join(segs[:index]), segs[index + 1 :]
-        if method == "GET" and len(rest) == 1:
-            return Route("result", "result", app, rest[0])
-        if method == "GET" and rest[1:] == ["status"]:
-            return Route("status", "status", app, rest[0])
-        if method == "GET" and rest[1:] == ["status", "stream"]:
-            return Route("stream", "stream", app, rest[0])
-        if method == "PUT" and rest[1:] == ["cancel"]:
-            return Route("cancel", "cancel", app, rest[0])
-        return Route("unknown", "unknown")
-    if method == "POST" and len(segs) >= 2:
-        return Route("submit", "submit", "/".join(segs))
-    return Route("unknown", "unknown")
+Handler = Callable[["FalApi", Route, Request], "Response | EventStream"]
+_HANDLERS: dict[str, Handler] = {**queue_api.handlers, **run_api.handlers, **storage_api.handlers}
 
 
 @attrs.define
@@ -117,30 +47,18 @@ class _PendingFailure:
     model: str | None
 
 
-def _platform_error(status: int, error_type: str, message: str) -> Response:
-    return json_response(
-        status,
-        {
-            "error": {
-                "type": error_type,
-                "message": message,
-                "docs_url": "https://docs.fal.ai/platform-apis/v1/errors",
-                "request_id": str(uuid.uuid4()),
-            }
-        },
-    )
-
-
 @attrs.define
 class FalApi:
     """The emulated service behind the HTTP server.  Thread-safe.
 
     Args:
-        key: the only API key accepted.
+        key: the only API key accepted (as ``Key <key>`` or ``Bearer <key>``).
         models: endpoint id -> model.
-        concurrency: jobs IN_PROGRESS at once, account-wide.
+        concurrency: runners busy at once, account-wide.
         latency: when set, every model's run time in seconds.
         base_url: callable returning the server's URL (known only once it listens).
+        behaviour: which of fal's behaviours to reproduce.
+        clock: monotonic clock.
         signer: the webhook signing keys, published at ``/.well-known/jwks.json``.
     """
 
@@ -149,22 +67,23 @@ class FalApi:
     concurrency: int
     latency: float | None
     base_url: Callable[[], str]
+    behaviour: Behaviour = attrs.field(factory=Behaviour)
     clock: Callable[[], float] = time.monotonic
     signer: WebhookSigner = attrs.field(factory=WebhookSigner)
     counters: RequestCounters = attrs.field(factory=RequestCounters, init=False)
-    files: FileStore = attrs.field(factory=FileStore, init=False)
+    files: FileStore = attrs.field(init=False)
+    storage: storage_api.StorageState = attrs.field(factory=storage_api.StorageState, init=False)
     board: JobBoard = attrs.field(init=False)
     billing: list[BillingRecord] = attrs.field(factory=list, init=False)
-    _wall: WallClock = attrs.field(factory=WallClock, init=False)
+    wall: WallClock = attrs.field(factory=WallClock, init=False)
     _prices: dict[str, Decimal] = attrs.field(factory=dict, init=False)
     _latencies: dict[str, float] = attrs.field(factory=dict, init=False)
     _pending_failures: deque[_PendingFailure] = attrs.field(factory=deque, init=False)
-    _upload_names: set[str] = attrs.field(factory=set, init=False)
-    _cdn_tokens: set[str] = attrs.field(factory=set, init=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        self.board = JobBoard(self.concurrency, self._complete, self.clock)
+        self.files = FileStore(self.clock)
+        self.board = JobBoard(self.concurrency, self._complete, self.clock, lambda: self.behaviour)
 
     # -- configuration used by FakeFal --------------------------------------
 
@@ -214,7 +133,7 @@ class FalApi:
 
         Args:
             count: how many jobs.
-            failure: the error they complete with.
+            failure: the error their runners fail with.
             model: restrict to this endpoint id.
         """
         with self._lock:
@@ -236,22 +155,107 @@ class FalApi:
                     return pending.failure
         return model.failure
 
-    def _complete(self, job: Job) -> None:
-        # Runs under the board's lock when a job finishes running: must stay cheap,
-        # which is why image bytes are only rendered when first downloaded.
-        if job.failure is not None:
-            return
-        inference = (job.completed_at or 0.0) - (job.started_at or 0.0)
+    def new_job(
+        self,
+        model: FakeModel,
+        endpoint_id: str,
+        arguments: Mapping[str, Any],
+        options: RequestOptions,
+        webhook_url: str | None = None,
+        sync: bool = False,
+    ) -> Job:
+        """A new job (not yet on the board) with its scripted failure and cancel semantics.
+
+        Args:
+            model: the model it runs.
+            endpoint_id: the endpoint it was sent to (may include a sub-path).
+            arguments: its input.
+            options: its platform headers.
+            webhook_url: ``fal_webhook`` of a queue submission.
+            sync: a ``fal.run`` call.
+
+        Returns:
+            The job.
+        """
+        return Job(
+            request_id=str(uuid.uuid4()),
+            model=model,
+            endpoint_id=endpoint_id,
+            arguments=arguments,
+            submitted_at=self.clock(),
+            latency_s=self._latency_of(model),
+            plan=self._take_failure(model),
+            options=options,
+            webhook_url=webhook_url,
+            sync=sync,
+            cancel_mode=model.cancel or self.behaviour.cancel,
+        )
+
+    # -- what a finished job produces and costs -----------------------------
+
+    def _output_options(self, job: Job) -> OutputOptions:
+        behaviour = self.behaviour
+        lifetime = job.options.lifecycle_s
+        ended = job.runner_ended_at if job.runner_ended_at is not None else self.clock()
+        return OutputOptions(
+            base_url=self.base_url(),
+            video_overrun_s=behaviour.video_overrun_s,
+            data_uris=behaviour.sync_mode_data_uris,
+            expires_at=None if lifetime is None else ended + behaviour.real_seconds(lifetime),
+        )
+
+    def _render(self, job: Job, files: FileStore) -> tuple[dict[str, Any], Decimal]:
+        inference = (job.runner_ended_at or 0.0) - (job.started_at or 0.0)
+        options = self._output_options(job)
+        output = build_output(job.model, job.arguments, job.request_id, options, files, inference)
+        seconds = video_seconds(job.arguments, options.video_overrun_s) if job.model.kind == "video" else None
+        return output, billable_units(job.model.unit, output, job.arguments, inference, video_seconds=seconds)
+
+    def _bill(self, job: Job, units: Decimal, outcome: Outcome) -> None:
+        price = self.price_of(job.model)
+        record = BillingRecord(job.request_id, job.endpoint_id, units, price, units * price, outcome)
+        job.billable_units = units
+        job.bill = record
+        self.billing.append(record)
+
+    def _failure_units(self, job: Job, failure: JobFailure) -> Decimal | None:
+        if not self.behaviour.bill_failed_jobs:
+            return None
+        if failure.billable_units is not None:
+            return failure.billable_units
+        if failure.status != 422 or failure.is_request_error:
+            return None
         try:
-            output = build_output(job.model, job.arguments, job.request_id, self.base_url(), self.files, inference)
+            return self._render(job, FileStore(self.clock))[1]
+        except (ValueError, TypeError):
+            return None
+
+    def _complete(self, job: Job) -> None:
+        # Runs under the board's lock when a runner finishes: must stay cheap, which
+        # is why image bytes are only rendered when first downloaded.
+        if job.outcome == "cancelled":
+            # Its model ignored the cancel: what it produced is billed, and shown to nobody.
+            try:
+                spent = self._render(job, FileStore(self.clock))[1]
+            except (ValueError, TypeError):
+                return
+            self._bill(job, spent, "cancelled")
+            return
+        failure = job.failure
+        if failure is not None:
+            charged = self._failure_units(job, failure)
+            if charged is not None:
+                self._bill(job, charged, "failed")
+            job.result_bytes = len(json.dumps(failure.body()))
+            return
+        try:
+            output, units = self._render(job, self.files)
         except (ValueError, TypeError) as exc:
             job.failure = JobFailure("value_error", status=422, retryable=False, detail=str(exc))
             return
-        units = billable_units(job.model.unit, output, job.arguments, inference)
-        price = self.price_of(job.model)
         job.output = output
-        job.billable_units = units
-        self.billing.append(BillingRecord(job.request_id, job.endpoint_id, units, price, units * price))
+        job.result_bytes = len(json.dumps(output, separators=(",", ":")))
+        self._bill(job, units, "ok")
 
     # -- routing ------------------------------------------------------------
 
@@ -278,296 +282,58 @@ class FalApi:
             route: the classified request.
 
         Returns:
-            The submit path, the job's endpoint id, or None.
+            The submit or run path, the job's endpoint id, or None.
         """
-        if route.name == "submit":
+        if route.name in ("submit", "run"):
             return route.app
-        if route.request_id:
+        if route.request_id and route.name != "upload":
             job = self.board.get(route.request_id)
             return job.endpoint_id if job is not None else None
         return None
 
-    def _authorized(self, request: Request) -> bool:
-        return secrets.compare_digest(request.headers.get("authorization", ""), f"Key {self.key}")
+    def authorized(self, request: Request) -> bool:
+        """Whether the request carries the account's key.
 
-    def dispatch(self, route: Route, request: Request) -> Response | EventStream:
+        Args:
+            request: the request.
+
+        Returns:
+            True for ``Authorization: Key <key>`` or ``Bearer <key>``.
+        """
+        header = request.headers.get("authorization", "")
+        return secrets.compare_digest(header, f"Key {self.key}") or secrets.compare_digest(header, f"Bearer {self.key}")
+
+    def stream_output(self, job: Job) -> Response | EventStream:
+        """Answer a streaming request for ``job`` (see ``run_api.output_stream``).
+
+        Args:
+            job: a registered job of a streaming model.
+
+        Returns:
+            The event stream or the job's error.
+        """
+        return run_api.output_stream(self, job)
+
+    def dispatch(self, route: Route, request: Request, shaping: Fault | None = None) -> Response | EventStream:
         """Answer one request.
 
         Args:
             route: what ``classify`` made of it.
             request: the request.
+            shaping: a ``lag`` or ``omit`` fault for the platform requests API.
 
         Returns:
             A response or an event stream.
         """
-        if route.action == "file":
-            return self._file(route, request)
-        if route.action == "upload_put":
-            return self._upload_put(route, request)
-        if route.action == "upload_cdn":
-            return self._upload_cdn(request)
-        if route.action == "pricing":
-            if not self._authorized(request):
-                return _platform_error(401, "authorization_error", "Invalid or missing API key.")
-            return self._pricing(request)
+        if route.action in platform_api.handlers:
+            if not self.authorized(request):
+                return platform_api.platform_error(401, "authorization_error", "Invalid or missing API key.")
+            return platform_api.handlers[route.action](self, route, request, shaping)
         if route.action == "jwks":
             return json_response(200, self.signer.jwks(), [("Cache-Control", "public, max-age=3600")])
-        if route.action == "unknown":
+        handler = _HANDLERS.get(route.action)
+        if handler is None:
             return json_response(404, {"detail": "Not Found"})
-        if not self._authorized(request):
+        if route.action not in _OWN_AUTH and not self.authorized(request):
             return json_response(401, _NO_USER)
-        handler: Callable[[Route, Request], Response | EventStream] = getattr(self, f"_{route.action}")
-        return handler(route, request)
-
-    # -- queue routes -------------------------------------------------------
-
-    def _urls(self, app: str, request_id: str) -> dict[str, str]:
-        base = f"{self.base_url()}/{app}/requests/{request_id}"
-        return {"response_url": base, "status_url": f"{base}/status", "cancel_url": f"{base}/cancel"}
-
-    def _submit(self, route: Route, request: Request) -> Response:
-        model = self.model_for(route.app)
-        if model is None:
-            alias = route.app.split("/")[1]
-            return json_response(404, {"detail": f"Application '{alias}' not found"})
-        try:
-            arguments = request.json()
-        except ValueError:
-            arguments = None
-        if not isinstance(arguments, dict):
-            detail = [{"loc": ["body"], "msg": "Input should be a valid dictionary", "type": "dict_type"}]
-            return json_response(422, {"detail": detail})
-        webhook_url = request.param("fal_webhook")
-        problem = webhook_url_problem(webhook_url) if webhook_url is not None else None
-        if problem is not None:
-            detail = [{"loc": ["query", "fal_webhook"], "msg": problem, "type": "value_error"}]
-            return json_response(422, {"detail": detail})
-        now = self.clock()
-        start_timeout = _float_or_none(request.headers.get("x-fal-request-timeout"))
-        max_queue = _int_or_none(request.param("fal_max_queue_length"))
-        job = Job(
-            request_id=str(uuid.uuid4()),
-            model=model,
-            endpoint_id=route.app,
-            arguments=arguments,
-            submitted_at=now,
-            latency_s=self._latency_of(model),
-            failure=self._take_failure(model),
-            start_deadline=now + start_timeout if start_timeout is not None and start_timeout > 0 else None,
-            webhook_url=webhook_url,
-        )
-        position = self.board.submit(job, max_queue)
-        if position is None:
-            return json_response(429, {"detail": f"Queue is full (fal_max_queue_length={max_queue})"})
-        payload = {
-            "status": "IN_QUEUE",
-            "request_id": job.request_id,
-            **self._urls(model.app, job.request_id),
-            "queue_position": position,
-        }
-        return json_response(200, payload, [("x-fal-request-id", job.request_id)])
-
-    def _lookup(self, route: Route) -> Job | None:
-        job = self.board.get(route.request_id)
-        if job is None or not (job.endpoint_id == route.app or job.endpoint_id.startswith(route.app + "/")):
-            return None
-        return job
-
-    def _status_payload(self, job: Job, now: float, logs: list[dict[str, Any]] | None) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "status": job.state,
-            "request_id": job.request_id,
-            **self._urls(job.model.app, job.request_id),
-        }
-        if job.state == "IN_QUEUE":
-            payload["queue_position"] = self.board.queue_position(job)
-            return payload
-        payload["logs"] = logs
-        if job.state == "COMPLETED":
-            started, completed = job.started_at, job.completed_at
-            payload["metrics"] = {"inference_time": round(completed - started, 4)} if started and completed else {}
-            error = job.error
-            if error is not None:
-                payload["error"] = error.message
-                payload["error_type"] = error.error_type
-        return payload
-
-    def _status(self, route: Route, request: Request) -> Response:
-        job = self._lookup(route)
-        if job is None:
-            return json_response(404, {"detail": "Request not found"})
-        with_logs = request.param("logs") in _TRUTHY
-        with self.board.cond:
-            now = self.clock()
-            self.board.advance_locked(now)
-            payload = self._status_payload(job, now, logs_of(job, now, self._wall) if with_logs else None)
-        status = 200 if payload["status"] == "COMPLETED" else 202
-        return json_response(status, payload, [("x-fal-request-id", job.request_id)])
-
-    def _stream(self, route: Route, request: Request) -> Response | EventStream:
-        job = self._lookup(route)
-        if job is None:
-            return json_response(404, {"detail": "Request not found"})
-        with_logs = request.param("logs") in _TRUTHY
-        headers = (
-            ("Content-Type", "text/event-stream"),
-            ("Cache-Control", "no-cache"),
-            ("x-fal-request-id", job.request_id),
-        )
-        return EventStream(lambda: self._status_events(job, with_logs), headers)
-
-    def _status_events(self, job: Job, with_logs: bool) -> Iterator[bytes]:
-        board = self.board
-        last_key: tuple[Any, ...] | None = None
-        sent_logs = 0
-        last_sent = self.clock()
-        while True:
-            with board.cond:
-                while True:
-                    if board.closed:
-                        return
-                    now = self.clock()
-                    board.advance_locked(now)
-                    all_logs = logs_of(job, now, self._wall) if with_logs else []
-                    position = board.queue_position(job) if job.state == "IN_QUEUE" else None
-                    key = (job.state, position, len(all_logs))
-                    if key != last_key:
-                        # The JS client appends each event's logs, so send only new lines.
-                        payload = self._status_payload(job, now, all_logs[sent_logs:] if with_logs else None)
-                        chunk = f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
-                        last_key, sent_logs = key, len(all_logs)
-                        break
-                    if now - last_sent >= KEEPALIVE_S:
-                        chunk = b": keep-alive\n\n"
-                        break
-                    deadlines = [
-                        last_sent + KEEPALIVE_S,
-                        board.next_event_at(),
-                        next_log_at(job, now) if with_logs else None,
-                    ]
-                    board.cond.wait(max(0.001, min(d for d in deadlines if d is not None) - now))
-            yield chunk
-            last_sent = self.clock()
-            if last_key[0] == "COMPLETED" and chunk.startswith(b"data:"):
-                return
-
-    def _result(self, route: Route, request: Request) -> Response:
-        job = self._lookup(route)
-        if job is None:
-            return json_response(404, {"detail": "Request not found"})
-        rid = [("x-fal-request-id", job.request_id)]
-        with self.board.cond:
-            self.board.advance_locked(self.clock())
-            if job.state != "COMPLETED":
-                return json_response(400, {"detail": "Request is still in progress"}, rid)
-            if job.outcome == "cancelled":
-                return json_response(499, {"detail": "Request cancelled by the client."}, rid)
-            error = job.error
-            if error is not None:
-                return json_response(error.status, error.body(), rid + error.response_headers())
-            return json_response(200, job.output, [*rid, ("x-fal-billable-units", str(job.billable_units))])
-
-    def _cancel(self, route: Route, request: Request) -> Response:
-        job = self._lookup(route)
-        if job is None:
-            return json_response(404, {"status": "NOT_FOUND"})
-        outcome = self.board.cancel(job.request_id)
-        if outcome == "requested":
-            return json_response(202, {"status": "CANCELLATION_REQUESTED"})
-        if outcome == "completed":
-            return json_response(400, {"status": "ALREADY_COMPLETED"})
-        return json_response(404, {"status": "NOT_FOUND"})
-
-    # -- files and storage --------------------------------------------------
-
-    def _file(self, route: Route, request: Request) -> Response:
-        found = self.files.get(route.tail)
-        if found is None:
-            return json_response(404, {"detail": "File not found"})
-        content_type, data = found
-        return Response(200, data, (("Content-Type", content_type),))
-
-    def _upload_initiate(self, route: Route, request: Request) -> Response:
-        try:
-            spec = request.json()
-        except ValueError:
-            spec = None
-        if not isinstance(spec, dict):
-            return json_response(422, {"detail": "Body must be {file_name, content_type}"})
-        name = new_file_name(spec.get("file_name"))
-        with self._lock:
-            self._upload_names.add(name)
-        base = self.base_url()
-        return json_response(
-            200, {"upload_url": f"{base}/storage/upload/put/{name}", "file_url": f"{base}/files/{name}"}
-        )
-
-    def _upload_put(self, route: Route, request: Request) -> Response:
-        with self._lock:
-            known = route.tail in self._upload_names
-        if not known:
-            return Response(403, b"<Error><Code>AccessDenied</Code></Error>", (("Content-Type", "application/xml"),))
-        self.files.put(route.tail, request.headers.get("content-type", "application/octet-stream"), request.body)
-        return Response(200)
-
-    def _upload_token(self, route: Route, request: Request) -> Response:
-        token = secrets.token_urlsafe(24)
-        with self._lock:
-            self._cdn_tokens.add(token)
-        expires = datetime.now(timezone.utc) + timedelta(hours=1)
-        return json_response(
-            200,
-            {"token": token, "token_type": "Bearer", "base_url": self.base_url(), "expires_at": expires.isoformat()},
-        )
-
-    def _upload_cdn(self, request: Request) -> Response:
-        authorization = request.headers.get("authorization", "")
-        with self._lock:
-            bearer_ok = authorization.startswith("Bearer ") and authorization[7:] in self._cdn_tokens
-        if not (bearer_ok or self._authorized(request)):
-            return json_response(401, {"detail": "Unauthorized"})
-        name = new_file_name(request.headers.get("x-fal-file-name"))
-        self.files.put(name, request.headers.get("content-type", "application/octet-stream"), request.body)
-        return json_response(
-            200, {"access_url": f"{self.base_url()}/files/{name}", "content_type": request.headers.get("content-type")}
-        )
-
-    # -- platform API -------------------------------------------------------
-
-    def _pricing(self, request: Request) -> Response:
-        ids = [
-            part.strip() for value in request.query.get("endpoint_id", []) for part in value.split(",") if part.strip()
-        ]
-        if not ids:
-            return _platform_error(400, "validation_error", "endpoint_id is required (1 to 50 ids).")
-        if len(ids) > MAX_PRICING_IDS:
-            return _platform_error(
-                400, "validation_error", f"At most {MAX_PRICING_IDS} endpoint_id values are allowed."
-            )
-        unknown = [endpoint for endpoint in ids if endpoint not in self.models]
-        if unknown:
-            return _platform_error(404, "not_found", f"Endpoint(s) not found: {', '.join(unknown)}")
-        prices = [
-            {
-                "endpoint_id": endpoint,
-                "unit_price": float(self.price_of(self.models[endpoint])),
-                "unit": _UNIT_NAMES[self.models[endpoint].unit],
-                "currency": "USD",
-            }
-            for endpoint in ids
-        ]
-        return json_response(200, {"prices": prices, "next_cursor": None, "has_more": False})
-
-
-def _float_or_none(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _int_or_none(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+        return handler(self, route, request)

@@ -8,8 +8,9 @@ Images are billed by rounding up to the nearest megapixel."
 pixels; with 10**6 a square_hd image would cost two units.  This is our
 reading of fal's published numbers, not a documented formula.
 Per-image models bill the number of images, per-second video models the
-requested duration (default 5 s), per-video models one unit, compute-second
-models the job's run time.
+length of the clip they returned (fal bills video on its output length, in
+fractional seconds: 5.008 for a 5 s request), per-video models one unit,
+compute-second models the job's run time.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
 __all__ = ["MEGAPIXEL", "BillingRecord", "billable_units"]
+
+Outcome = Literal["ok", "failed", "cancelled"]
 
 #: Pixels in one billed megapixel (see the module docstring for why 2**20).
 MEGAPIXEL = 1024 * 1024
@@ -36,7 +39,11 @@ def _images(output: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def billable_units(
-    unit: str, output: Mapping[str, Any], arguments: Mapping[str, Any], inference_s: float = 0.0
+    unit: str,
+    output: Mapping[str, Any],
+    arguments: Mapping[str, Any],
+    inference_s: float = 0.0,
+    video_seconds: Decimal | None = None,
 ) -> Decimal:
     """Billable units of one successful job.
 
@@ -45,9 +52,11 @@ def billable_units(
         output: the job's output JSON.
         arguments: the job's input JSON.
         inference_s: the job's run time, billed by ``compute_second`` models.
+        video_seconds: length of the returned clip, billed by ``second`` models; None
+            bills the requested ``duration`` (default 5 s).
 
     Returns:
-        The unit count, exact (a whole number for every unit fal uses here).
+        The unit count, exact (whole numbers except seconds).
 
     Raises:
         ValueError: for an unknown unit.
@@ -58,6 +67,8 @@ def billable_units(
     if unit == "image":
         return Decimal(len(_images(output)))
     if unit == "second":
+        if video_seconds is not None:
+            return video_seconds
         return Decimal(str(arguments.get("duration", DEFAULT_VIDEO_SECONDS)))
     if unit == "video":
         return Decimal(1)
@@ -69,14 +80,17 @@ def billable_units(
 
 @attrs.frozen
 class BillingRecord:
-    """What the emulated fal account charged for one successful job.
+    """What the emulated fal account charged for one job.
 
     Args:
         request_id: the job's request id.
-        model_id: the endpoint id the job ran on.
+        model_id: the endpoint id the job was submitted to (a job moved to a fallback
+            endpoint is billed at its own endpoint's price).
         units: billable units (also sent as ``x-fal-billable-units``).
         unit_price: price per unit when the job completed.
         cost: ``units * unit_price``.
+        outcome: ``"ok"``; ``"failed"`` for a failure billed for its GPU time;
+            ``"cancelled"`` for a cancelled job whose model ran on to the end.
     """
 
     request_id: str
@@ -84,3 +98,4 @@ class BillingRecord:
     units: Decimal
     unit_price: Decimal
     cost: Decimal
+    outcome: Outcome = "ok"

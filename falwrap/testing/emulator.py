@@ -8,8 +8,12 @@ import threading
 from collections.abc import Mapping
 from decimal import Decimal
 from types import TracebackType
+from typing import Any
+
+import attrs
 
 from falwrap.testing.api import FalApi
+from falwrap.testing.behaviour import Behaviour
 from falwrap.testing.billing import BillingRecord
 from falwrap.testing.faults import Fault, FaultQueue
 from falwrap.testing.jobs import JobView
@@ -22,22 +26,27 @@ __all__ = ["FakeFal"]
 
 
 class FakeFal:
-    """A real HTTP server on 127.0.0.1 speaking fal's queue, storage and pricing APIs.
+    """A real HTTP server on 127.0.0.1 speaking fal's queue, sync-run, storage and platform APIs.
 
-    Point a client at it with ``base_url=fal.url`` and ``api_key=fal.key``;
-    every route needs ``Authorization: Key <key>`` except file downloads.
-    Jobs run for a simulated ``latency``, at most ``concurrency`` at a time
-    account-wide; the rest wait IN_QUEUE with real positions.  All methods and
+    Point a client at it with ``base_url=fal.url`` and ``api_key=fal.key``, or
+    reroute fal's hosts to it with ``RouteToFakeFal`` (which names the fal host
+    in ``X-Forwarded-Host``); every route needs ``Authorization: Key <key>``
+    (or ``Bearer <key>``) except file downloads.  Jobs run for a simulated
+    ``latency``, at most ``concurrency`` at a time account-wide; the rest wait
+    IN_QUEUE with real positions.  ``behaviour`` chooses between fal's real
+    behaviour (the default: results expire, the queue retries failed runners,
+    video is billed on its length...) and an ideal one.  All methods and
     properties are thread-safe.
 
     Args:
         key: the API key to accept; a random ``"<id>:<secret>"`` when None.
         models: endpoint id -> FakeModel; by default every catalog model plus
             the built-in flux and kling endpoints.
-        concurrency: jobs IN_PROGRESS at once, account-wide.
+        concurrency: runners busy at once, account-wide.
         latency: when set, the run time of every model's jobs, in seconds.
         host: interface to bind (keep 127.0.0.1).
         port: TCP port; 0 picks a free one.
+        behaviour: which of fal's behaviours to reproduce (default ``Behaviour()``).
         webhook_time_scale: multiplies fal's webhook retry schedule (10 retries over
             2 hours); 0.001 runs it in 7.2 s.
 
@@ -59,6 +68,7 @@ class FakeFal:
         latency: float | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        behaviour: Behaviour | None = None,
         webhook_time_scale: float = 1.0,
     ) -> None:
         if concurrency < 1:
@@ -81,6 +91,7 @@ class FakeFal:
             concurrency=concurrency,
             latency=latency,
             base_url=lambda: self._url,
+            behaviour=behaviour if behaviour is not None else Behaviour(),
         )
         self._webhooks = WebhookDispatcher(self._api.board, self._api.signer, webhook_time_scale, self._api.clock)
         self._api.board.observer = self._webhooks
@@ -207,7 +218,8 @@ class FakeFal:
 
         Args:
             route: ``submit``, ``status``, ``stream``, ``result``, ``cancel``, ``upload``,
-                ``pricing`` or ``file``.
+                ``pricing``, ``file``, ``run`` (``fal.run``) or ``requests`` (the platform
+                requests API, which also takes ``Fault.lag`` and ``Fault.omit``).
             fault: what to do (see ``Fault``).
             times: how many requests it applies to.
             model: only requests about this endpoint id.
@@ -245,7 +257,11 @@ class FakeFal:
         self._api.signer.rotate(keep_old)
 
     def fail_next_jobs(self, n: int, failure: JobFailure, model: str | None = None) -> None:
-        """Make the next ``n`` accepted jobs complete with ``failure`` instead of an output.
+        """Make the runners of the next ``n`` accepted jobs fail with ``failure`` instead of an output.
+
+        A failure fal's queue retries (503, 504, 429, lost runner) is retried on new
+        runners first (see ``Behaviour.server_retries``); with ``failure.attempts``
+        left at None every runner fails and the job completes with ``failure``.
 
         Args:
             n: how many jobs.
@@ -272,6 +288,34 @@ class FakeFal:
         """
         self._api.set_price(model_id, price)
 
+    @property
+    def behaviour(self) -> Behaviour:
+        """Which of fal's behaviours the emulator reproduces now.
+
+        Returns:
+            The behaviour.
+        """
+        return self._api.behaviour
+
+    def set_behaviour(self, **changes: Any) -> Behaviour:
+        """Change some behaviours for jobs and requests from now on.
+
+        Example: ``fal.set_behaviour(cancel="ignored", bill_failed_jobs=True)``.
+
+        Args:
+            changes: ``Behaviour`` fields and their new values.
+
+        Returns:
+            The new behaviour.
+
+        Raises:
+            TypeError: for a field ``Behaviour`` does not have.
+            ValueError: for an invalid value.
+        """
+        behaviour = attrs.evolve(self._api.behaviour, **changes)
+        self._api.behaviour = behaviour
+        return behaviour
+
     def set_latency(self, seconds: float, model: str | None = None) -> None:
         """Change the simulated run time of jobs submitted from now on.
 
@@ -294,13 +338,35 @@ class FakeFal:
 
     @property
     def submissions(self) -> int:
-        """Jobs accepted (submits that created a job).
+        """Jobs accepted: queue submits that created a job, and ``fal.run`` calls that took a runner.
 
         Returns:
             The count since the last ``reset_counters()``.
         """
         with self._api.board.cond:
             return self._api.board.accepted
+
+    @property
+    def server_retries(self) -> int:
+        """Times fal's queue re-queued a job after its runner failed (each one a new gateway request id).
+
+        Returns:
+            The count since start or the last ``reset_counters()``.
+        """
+        with self._api.board.cond:
+            self._api.board.advance_locked(self._api.clock())
+            return self._api.board.server_retries
+
+    @property
+    def fallbacks(self) -> int:
+        """Jobs fal's queue moved to their model's fallback endpoint.
+
+        Returns:
+            The count since start or the last ``reset_counters()``.
+        """
+        with self._api.board.cond:
+            self._api.board.advance_locked(self._api.clock())
+            return self._api.board.fallbacks
 
     @property
     def in_flight(self) -> int:
@@ -341,7 +407,11 @@ class FakeFal:
 
     @property
     def billing(self) -> list[BillingRecord]:
-        """What the account was charged: one record per successfully completed job.
+        """What the account was charged: one record per billed job.
+
+        Successful jobs are billed; with ``Behaviour.cancel="ignored"`` a cancelled
+        job whose model ran on, and with ``Behaviour.bill_failed_jobs`` a failure that
+        used GPU time, are billed too (see ``BillingRecord.outcome``).
 
         Returns:
             Records in completion order.
@@ -361,7 +431,7 @@ class FakeFal:
         return sum((record.cost for record in self.billing), Decimal(0))
 
     def reset_counters(self) -> None:
-        """Zero the request counters, submissions and submit times; restart ``max_in_flight``.
+        """Zero the request counters, submissions, submit times, server retries, fallbacks; restart ``max_in_flight``.
 
         Jobs and billing are kept; the webhook attempts and drops are forgotten.
         """

@@ -14,9 +14,12 @@ import attrs
 __all__ = ["ROUTES", "Fault", "FaultQueue"]
 
 #: Route names used by ``FakeFal.inject`` and ``FakeFal.counters``.
-ROUTES = ("submit", "status", "stream", "result", "cancel", "upload", "pricing", "file", "jwks")
+ROUTES = ("submit", "status", "stream", "result", "cancel", "upload", "pricing", "file", "jwks", "run", "requests")
 
-FaultKind = Literal["http", "reset", "stall", "malformed_json", "cut"]
+FaultKind = Literal["http", "reset", "stall", "malformed_json", "cut", "lag", "omit"]
+
+#: Faults that change what the platform requests API lists instead of how the request fails.
+_REQUESTS_ONLY = frozenset({"lag", "omit"})
 
 _NGINX_PAGE = (
     "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
@@ -46,14 +49,16 @@ class Fault:
     already paid.
 
     Attributes:
-        kind: ``"http"``, ``"reset"``, ``"stall"``, ``"malformed_json"`` or ``"cut"``.
+        kind: ``"http"``, ``"reset"``, ``"stall"``, ``"malformed_json"``, ``"cut"``,
+            ``"lag"`` or ``"omit"``.
         status: HTTP status for ``http`` and ``malformed_json``.
         body: response body bytes for ``http``.
         headers: response headers for ``http``.
-        seconds: how long a ``stall`` sends nothing.
+        seconds: how long a ``stall`` sends nothing; for ``lag``, how long a new job stays unlisted.
         then: after a stall, ``"close"`` the connection or ``"respond"`` normally.
         after_processing: handle the request normally first, then apply the fault.
         events: for ``cut``, how many status events the stream delivers before the connection drops.
+        request_ids: for ``omit``, the jobs the requests API leaves out.
     """
 
     kind: FaultKind
@@ -64,6 +69,7 @@ class Fault:
     then: Literal["close", "respond"] = "close"
     after_processing: bool = False
     events: int = 0
+    request_ids: tuple[str, ...] = ()
 
     @classmethod
     def http(
@@ -242,6 +248,40 @@ class Fault:
         return cls(kind="cut", events=events, after_processing=True)
 
     @classmethod
+    def lag(cls, seconds: float) -> Fault:
+        """The platform requests API is behind: jobs submitted in the last ``seconds`` are not listed yet.
+
+        Only for the ``requests`` route.
+
+        Args:
+            seconds: how far behind the listing is.
+
+        Returns:
+            The fault.
+
+        Raises:
+            ValueError: when ``seconds`` is negative or not finite.
+        """
+        if not 0 <= seconds < float("inf"):
+            msg = f"seconds must be a finite number >= 0, got {seconds!r}"
+            raise ValueError(msg)
+        return cls(kind="lag", seconds=float(seconds))
+
+    @classmethod
+    def omit(cls, *request_ids: str) -> Fault:
+        """The platform requests API leaves these jobs out of its answer, as if it lacked them.
+
+        Only for the ``requests`` route.
+
+        Args:
+            request_ids: the jobs to leave out.
+
+        Returns:
+            The fault.
+        """
+        return cls(kind="omit", request_ids=tuple(request_ids))
+
+    @classmethod
     def after(cls, fault: Fault) -> Fault:
         """The same fault applied after the server handled the request.
 
@@ -281,13 +321,17 @@ class FaultQueue:
             model: only requests for this endpoint id (None: any request).
 
         Raises:
-            ValueError: for an unknown route, ``times < 1``, or a ``cut`` fault on a route other than ``stream``.
+            ValueError: for an unknown route, ``times < 1``, a ``cut`` fault on a route other than
+                ``stream``, or a ``lag`` or ``omit`` fault on one other than ``requests``.
         """
         if route not in ROUTES:
             msg = f"unknown route {route!r}; expected one of {', '.join(ROUTES)}"
             raise ValueError(msg)
         if fault.kind == "cut" and route != "stream":
             msg = f"Fault.cut_after only applies to the 'stream' route, not {route!r}"
+            raise ValueError(msg)
+        if fault.kind in _REQUESTS_ONLY and route != "requests":
+            msg = f"Fault.{fault.kind} only applies to the 'requests' route, not {route!r}"
             raise ValueError(msg)
         if times < 1:
             msg = f"times must be >= 1, got {times}"

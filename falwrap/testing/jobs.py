@@ -1,39 +1,46 @@
-"""The emulated queue: job lifecycle, account-wide concurrency, queue positions and logs.
-
-Time advances lazily: every operation first replays, in time order, the
-events (a run finishing, a start timeout expiring) that fell due since the
-last call, under one lock.  There is no scheduler thread, a job's timestamps
-are exact, and queued jobs start the instant a slot frees up.
-"""
+"""One job's server-side state, its read-only view for tests, and the log lines it emits."""
 
 from __future__ import annotations
 
 import copy
-import heapq
-import itertools
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import attrs
 
+from falwrap.testing.behaviour import CancelMode
+from falwrap.testing.billing import BillingRecord, Outcome
 from falwrap.testing.models import FakeModel, JobFailure
+from falwrap.testing.options import RequestOptions
 
-__all__ = ["CANCELLED", "Job", "JobBoard", "JobObserver", "JobView"]
+__all__ = [
+    "CANCELLED",
+    "LOG_SCRIPT",
+    "START_TIMEOUT",
+    "Job",
+    "JobView",
+    "WallClock",
+    "logs_of",
+    "next_log_at",
+    "view_of",
+]
 
 State = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
-Outcome = Literal["ok", "failed", "cancelled"]
 
-#: What a cancelled job reports (FAL_PROTOCOL.md, "Cancel").
+#: What a cancelled job reports: status COMPLETED with this type, result 499.
 CANCELLED = JobFailure("client_cancelled", status=499, detail="Request cancelled by the client.")
 
+#: What a job still queued when its ``X-Fal-Request-Timeout`` runs out completes with.
+START_TIMEOUT = JobFailure(
+    "request_timeout", status=504, detail="Request timed out", headers={"X-Fal-Request-Timeout-Type": "user"}
+)
+
 #: Log lines a running job emits, at these fractions of its run time.
-_LOG_SCRIPT: tuple[tuple[float, str], ...] = (
+LOG_SCRIPT: tuple[tuple[float, str], ...] = (
     (0.0, "Starting {model} (request {request_id})"),
     (0.25, "Generating: 25%"),
     (0.5, "Generating: 50%"),
@@ -43,7 +50,11 @@ _LOG_SCRIPT: tuple[tuple[float, str], ...] = (
 
 @attrs.define(eq=False)
 class Job:
-    """A job's mutable server-side state; only touched under ``JobBoard``'s lock."""
+    """A job's mutable server-side state; only touched under ``JobBoard``'s lock.
+
+    ``plan`` is the failure scripted for it (its runners fail that way, see
+    ``JobFailure.attempts``); ``failure`` is the failure it completed with.
+    """
 
     request_id: str
     model: FakeModel
@@ -51,15 +62,40 @@ class Job:
     arguments: Mapping[str, Any]
     submitted_at: float
     latency_s: float
-    failure: JobFailure | None = None
-    start_deadline: float | None = None
+    plan: JobFailure | None = None
+    options: RequestOptions = attrs.field(factory=RequestOptions)
     webhook_url: str | None = None
+    sync: bool = False
+    cancel_mode: CancelMode = "honoured"
+    seq: int = 0
     state: State = "IN_QUEUE"
+    attempt: int = 0
+    gateway_request_id: str = ""
+    served_by: str = ""
     started_at: float | None = None
     completed_at: float | None = None
+    runner_ended_at: float | None = None
     outcome: Outcome | None = None
+    failure: JobFailure | None = None
     output: dict[str, Any] | None = None
     billable_units: Decimal | None = None
+    bill: BillingRecord | None = None
+    result_bytes: int = 0
+    expires_at: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self.gateway_request_id = self.gateway_request_id or self.request_id
+        self.served_by = self.served_by or self.model.id
+
+    @property
+    def start_deadline(self) -> float | None:
+        """When a job still queued is dropped (``X-Fal-Request-Timeout``).
+
+        Returns:
+            A monotonic time, or None without a start timeout.
+        """
+        timeout = self.options.start_timeout_s
+        return None if timeout is None else self.submitted_at + timeout
 
     @property
     def error(self) -> JobFailure | None:
@@ -69,6 +105,17 @@ class Job:
             A JobFailure for failed and cancelled jobs.
         """
         return self.failure if self.outcome in ("failed", "cancelled") else None
+
+    def expired(self, now: float) -> bool:
+        """Whether fal has forgotten the job's result by ``now``.
+
+        Args:
+            now: monotonic time.
+
+        Returns:
+            True once the result's retention has run out.
+        """
+        return self.expires_at is not None and now >= self.expires_at
 
 
 @attrs.frozen
@@ -85,8 +132,15 @@ class JobView:
         submitted_at: monotonic time the submit was accepted.
         started_at: monotonic time it went IN_PROGRESS, if it did.
         completed_at: monotonic time it completed, if it did.
-        billable_units: units billed (successful jobs only).
+        billable_units: units billed (successful jobs, and failed or cancelled jobs fal billed).
         webhook_url: the ``fal_webhook`` it was submitted with (called when the job ends).
+        attempts: runners that took the job (more than one after server-side retries).
+        gateway_request_id: the id of the latest attempt (the request id for the first).
+        served_by: the endpoint whose runner took the last attempt (a fallback's id
+            once fal moved the job there).
+        priority: ``normal`` or ``low``.
+        via: ``"queue"`` for queue submissions, ``"run"`` for ``fal.run`` calls.
+        result_expired: fal has forgotten the result (its retention ran out).
     """
 
     request_id: str
@@ -100,239 +154,20 @@ class JobView:
     completed_at: float | None
     billable_units: Decimal | None
     webhook_url: str | None
+    attempts: int = 0
+    gateway_request_id: str = ""
+    served_by: str = ""
+    priority: str = "normal"
+    via: Literal["queue", "run"] = "queue"
+    result_expired: bool = False
 
 
-CompletionHook = Callable[[Job], None]
-
-
-class JobObserver(Protocol):
-    """Told when jobs are accepted and when they end; called under the board's lock, so it must be quick."""
-
-    def job_accepted(self, job: Job) -> None:
-        """A job was accepted (it is IN_QUEUE or IN_PROGRESS)."""
-
-    def job_ended(self, job: Job) -> None:
-        """A job ended: it ran, failed, timed out waiting or was cancelled (``outcome`` is set)."""
-
-
-@attrs.define
-class JobBoard:
-    """Account-wide queue with at most ``concurrency`` jobs IN_PROGRESS. Thread-safe.
-
-    Args:
-        concurrency: jobs that may run at once; the rest wait IN_QUEUE in FIFO order.
-        on_complete: called under the lock when a job finishes *running* (not for
-            cancellations or start timeouts); may set ``output``, ``failure`` and
-            ``billable_units``. Must be quick and must not call back into the board.
-        clock: monotonic clock.
-        observer: told of every accepted and every ended job (set before serving).
-    """
-
-    concurrency: int = attrs.field(validator=attrs.validators.ge(1))
-    on_complete: CompletionHook
-    clock: Callable[[], float] = time.monotonic
-    observer: JobObserver | None = None
-    cond: threading.Condition = attrs.field(factory=threading.Condition, init=False, repr=False)
-    closed: bool = attrs.field(default=False, init=False)
-    _jobs: dict[str, Job] = attrs.field(factory=dict, init=False)
-    _queue: deque[Job] = attrs.field(factory=deque, init=False)
-    _running: set[Job] = attrs.field(factory=set, init=False)
-    _events: list[tuple[float, int, str, Job]] = attrs.field(factory=list, init=False)
-    _seq: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
-    _in_flight: int = attrs.field(default=0, init=False)
-    max_in_flight: int = attrs.field(default=0, init=False)
-    accepted: int = attrs.field(default=0, init=False)
-
-    # -- time ---------------------------------------------------------------
-
-    def advance_locked(self, now: float) -> None:
-        """Replay every event due at or before ``now``; the caller holds ``cond``.
-
-        Args:
-            now: the current monotonic time.
-        """
-        changed = False
-        while self._events and self._events[0][0] <= now:
-            when, _, kind, job = heapq.heappop(self._events)
-            if kind == "finish" and job.state == "IN_PROGRESS" and job.completed_at is None:
-                job.completed_at = when
-                self.on_complete(job)
-                job.outcome = "failed" if job.failure is not None else "ok"
-                self._finish(job, when)
-                changed = True
-            elif kind == "expire" and job.state == "IN_QUEUE":
-                self._queue.remove(job)
-                job.failure = JobFailure(
-                    "request_timeout",
-                    status=504,
-                    detail="Request timed out",
-                    headers={"X-Fal-Request-Timeout-Type": "user"},
-                )
-                job.outcome = "failed"
-                job.completed_at = when
-                self._finish(job, when)
-                changed = True
-        if changed:
-            self.cond.notify_all()
-
-    def next_event_at(self) -> float | None:
-        """When the next state change is due; the caller holds ``cond``.
-
-        Returns:
-            A monotonic time, or None when nothing is pending.
-        """
-        return self._events[0][0] if self._events else None
-
-    def _push(self, when: float, kind: str, job: Job) -> None:
-        heapq.heappush(self._events, (when, next(self._seq), kind, job))
-
-    def _start(self, job: Job, when: float) -> None:
-        job.state = "IN_PROGRESS"
-        job.started_at = when
-        self._running.add(job)
-        self._push(when + job.latency_s, "finish", job)
-
-    def _finish(self, job: Job, when: float) -> None:
-        job.state = "COMPLETED"
-        self._running.discard(job)
-        self._in_flight -= 1
-        self._promote(when)
-        if self.observer is not None:
-            self.observer.job_ended(job)
-
-    def _promote(self, when: float) -> None:
-        while len(self._running) < self.concurrency and self._queue:
-            self._start(self._queue.popleft(), when)
-
-    # -- operations ---------------------------------------------------------
-
-    def submit(self, job: Job, max_queue_length: int | None = None) -> int | None:
-        """Enqueue a job, starting it at once when a slot is free.
-
-        Args:
-            job: a new job (state IN_QUEUE).
-            max_queue_length: refuse the job when this many jobs of its model already wait.
-
-        Returns:
-            The job's queue position at submission, or None when refused.
-        """
-        with self.cond:
-            now = job.submitted_at
-            self.advance_locked(now)
-            if max_queue_length is not None:
-                waiting = sum(1 for queued in self._queue if queued.model.id == job.model.id)
-                if waiting >= max_queue_length:
-                    return None
-            self._jobs[job.request_id] = job
-            self._queue.append(job)
-            self._in_flight += 1
-            self.accepted += 1
-            self.max_in_flight = max(self.max_in_flight, self._in_flight)
-            position = len(self._queue) - 1
-            if self.observer is not None:
-                self.observer.job_accepted(job)
-            self._promote(now)
-            if job.state == "IN_QUEUE" and job.start_deadline is not None:
-                self._push(job.start_deadline, "expire", job)
-            self.cond.notify_all()
-            return 0 if job.state != "IN_QUEUE" else position
-
-    def get(self, request_id: str) -> Job | None:
-        """The job with this id, after bringing the board up to date.
-
-        Args:
-            request_id: the id.
-
-        Returns:
-            The job (read it under ``cond``), or None.
-        """
-        with self.cond:
-            self.advance_locked(self.clock())
-            return self._jobs.get(request_id)
-
-    def cancel(self, request_id: str) -> Literal["requested", "completed", "missing"]:
-        """Cancel a job: a queued one is removed, a running one stopped.
-
-        Args:
-            request_id: the id.
-
-        Returns:
-            ``"requested"`` when cancelled, ``"completed"`` when it had already
-            finished, ``"missing"`` for an unknown id.
-        """
-        with self.cond:
-            now = self.clock()
-            self.advance_locked(now)
-            job = self._jobs.get(request_id)
-            if job is None:
-                return "missing"
-            if job.state == "COMPLETED":
-                return "completed"
-            if job.state == "IN_QUEUE":
-                self._queue.remove(job)
-            job.failure = CANCELLED
-            job.outcome = "cancelled"
-            job.completed_at = now
-            self._finish(job, now)
-            self.cond.notify_all()
-            return "requested"
-
-    def queue_position(self, job: Job) -> int:
-        """Jobs ahead of ``job`` in the queue; the caller holds ``cond``.
-
-        Args:
-            job: a queued job.
-
-        Returns:
-            Its 0-based position.
-        """
-        return self._queue.index(job)
-
-    @property
-    def in_flight(self) -> int:
-        """Jobs accepted and not yet completed or cancelled.
-
-        Returns:
-            The count now.
-        """
-        with self.cond:
-            self.advance_locked(self.clock())
-            return self._in_flight
-
-    def reset_stats(self) -> None:
-        """Zero ``accepted`` and restart ``max_in_flight`` from the current in-flight count."""
-        with self.cond:
-            self.advance_locked(self.clock())
-            self.accepted = 0
-            self.max_in_flight = self._in_flight
-
-    def views(self) -> dict[str, JobView]:
-        """Snapshots of every job ever accepted.
-
-        Returns:
-            request_id -> JobView, in submission order.
-        """
-        with self.cond:
-            self.advance_locked(self.clock())
-            return {rid: view_of(job) for rid, job in self._jobs.items()}
-
-    def close(self) -> None:
-        """Wake every waiter (status streams) so that they end."""
-        with self.cond:
-            self.closed = True
-            self.cond.notify_all()
-
-    def reopen(self) -> None:
-        """Let status streams run again after ``close()`` (a restarted server)."""
-        with self.cond:
-            self.closed = False
-
-
-def view_of(job: Job) -> JobView:
+def view_of(job: Job, now: float) -> JobView:
     """A frozen snapshot of ``job``; the caller holds the board's lock.
 
     Args:
         job: the job.
+        now: monotonic time (decides ``result_expired``).
 
     Returns:
         Its JobView.
@@ -350,6 +185,12 @@ def view_of(job: Job) -> JobView:
         completed_at=job.completed_at,
         billable_units=job.billable_units,
         webhook_url=job.webhook_url,
+        attempts=job.attempt,
+        gateway_request_id=job.gateway_request_id,
+        served_by=job.served_by,
+        priority=job.options.priority,
+        via="run" if job.sync else "queue",
+        result_expired=job.expired(now),
     )
 
 
@@ -360,6 +201,17 @@ class WallClock:
     mono0: float = attrs.field(factory=time.monotonic)
     wall0: float = attrs.field(factory=time.time)
 
+    def moment(self, mono: float) -> datetime:
+        """The UTC wall-clock time of a monotonic instant.
+
+        Args:
+            mono: a ``time.monotonic()`` value.
+
+        Returns:
+            An aware datetime.
+        """
+        return datetime.fromtimestamp(self.wall0 + (mono - self.mono0), tz=timezone.utc)
+
     def iso(self, mono: float) -> str:
         """ISO-8601 UTC time for a monotonic instant.
 
@@ -369,7 +221,7 @@ class WallClock:
         Returns:
             e.g. ``"2025-01-01T12:00:00.123456+00:00"``.
         """
-        return datetime.fromtimestamp(self.wall0 + (mono - self.mono0), tz=timezone.utc).isoformat()
+        return self.moment(mono).isoformat()
 
 
 def logs_of(job: Job, now: float, clock: WallClock) -> list[dict[str, Any]]:
@@ -387,7 +239,7 @@ def logs_of(job: Job, now: float, clock: WallClock) -> list[dict[str, Any]]:
         return []
     until = now if job.completed_at is None else min(now, job.completed_at)
     lines = []
-    for fraction, template in _LOG_SCRIPT:
+    for fraction, template in LOG_SCRIPT:
         at = job.started_at + fraction * job.latency_s
         if at > until:
             break
@@ -418,7 +270,7 @@ def next_log_at(job: Job, now: float) -> float | None:
     """
     if job.started_at is None or job.completed_at is not None:
         return None
-    for fraction, _ in _LOG_SCRIPT:
+    for fraction, _ in LOG_SCRIPT:
         at = job.started_at + fraction * job.latency_s
         if at > now:
             return at

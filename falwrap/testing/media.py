@@ -14,7 +14,7 @@ from importlib import resources
 
 __all__ = ["jpeg_bytes", "png_bytes", "sample_mp4"]
 
-#: Largest side fal's flux endpoints accept (FAL_PROTOCOL.md); bigger requests are clamped.
+#: Largest side fal's flux endpoints accept; bigger requests are clamped.
 MAX_SIDE = 14142
 
 

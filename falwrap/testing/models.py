@@ -9,7 +9,9 @@ from typing import Any, Literal
 
 import attrs
 
-__all__ = ["REQUEST_ERROR_TYPES", "FakeModel", "JobFailure", "default_models"]
+from falwrap.testing.behaviour import CancelMode
+
+__all__ = ["QUEUE_RETRIED_STATUSES", "REQUEST_ERROR_TYPES", "FakeModel", "JobFailure", "default_models"]
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +20,7 @@ Unit = Literal["megapixel", "image", "second", "video", "compute_second"]
 
 #: Infrastructure error types that fal reports with a flat ``{"detail", "error_type"}``
 #: body and an ``X-Fal-Error-Type`` header; every other type is a model error whose
-#: ``detail`` is a list of ``{loc, msg, type, ...}`` objects (FAL_PROTOCOL.md, "Errors").
+#: ``detail`` is a list of ``{loc, msg, type, ...}`` objects (https://docs.fal.ai/documentation/model-apis/request-errors).
 REQUEST_ERROR_TYPES = frozenset(
     {
         "request_timeout",
@@ -34,6 +36,19 @@ REQUEST_ERROR_TYPES = frozenset(
         "client_disconnected",
         "client_cancelled",
         "bad_request",
+    }
+)
+
+#: Runner failures fal's queue re-queues on its own (besides the connection errors below).
+QUEUE_RETRIED_STATUSES = frozenset({429, 503, 504})
+
+#: Error types that mean the queue lost its connection to the runner: re-queued as well.
+_CONNECTION_ERROR_TYPES = frozenset(
+    {
+        "runner_disconnected",
+        "runner_connection_timeout",
+        "runner_connection_refused",
+        "runner_connection_error",
     }
 )
 
@@ -56,6 +71,10 @@ def _to_decimal(value: Decimal | float | int | str) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
+def _to_optional_decimal(value: Decimal | float | int | str | None) -> Decimal | None:
+    return None if value is None else _to_decimal(value)
+
+
 def _to_header_pairs(value: Mapping[str, str] | tuple[tuple[str, str], ...] | None) -> tuple[tuple[str, str], ...]:
     if value is None:
         return ()
@@ -74,12 +93,23 @@ class JobFailure:
     use fal's flat body and an ``X-Fal-Error-Type`` header; all others use the
     model-error ``detail`` list.
 
+    A failure is a runner's answer: when fal's queue retries that kind of failure
+    (503, 504, 429 or a lost runner connection, see ``retried_by_queue``) the job is
+    re-queued on a new runner, up to ``Behaviour.server_retries`` times, before the
+    caller sees it.  ``attempts`` says how many runners fail; the next one succeeds.
+
     Args:
         error_type: fal's error type, e.g. ``"content_policy_violation"``.
         status: HTTP status of the result response (422 for most model errors).
         retryable: value of ``X-Fal-Retryable``; None leaves the header out.
         detail: a message (str) or a full ``detail`` list to send verbatim.
         headers: extra response headers (e.g. ``X-Fal-Request-Timeout-Type``).
+        attempts: how many attempts of the job fail this way; None: every attempt.
+        server_retryable: whether fal's queue re-queues the job after this failure;
+            None follows fal's rule (see ``retried_by_queue``).
+        billable_units: GPU time the failed run is billed, in the model's units, when
+            ``Behaviour.bill_failed_jobs`` is on; None bills a 422 what its output
+            would have cost and anything else nothing.
     """
 
     error_type: str
@@ -89,6 +119,25 @@ class JobFailure:
     retryable: bool | None = None
     detail: str | list[dict[str, Any]] | None = None
     headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_to_header_pairs)
+    attempts: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(1)))
+    server_retryable: bool | None = None
+    billable_units: Decimal | None = attrs.field(
+        default=None,
+        converter=_to_optional_decimal,
+        validator=attrs.validators.optional(attrs.validators.ge(Decimal(0))),
+    )
+
+    @property
+    def retried_by_queue(self) -> bool:
+        """Whether fal's queue re-queues a job whose runner failed like this.
+
+        Returns:
+            ``server_retryable`` when set; else True for 503, 504 and 429 answers and
+            for lost runner connections (4xx, 500 and 502 are the model's own answer).
+        """
+        if self.server_retryable is not None:
+            return self.server_retryable
+        return self.status in QUEUE_RETRIED_STATUSES or self.error_type in _CONNECTION_ERROR_TYPES
 
     @property
     def message(self) -> str:
@@ -160,6 +209,14 @@ class FakeModel:
         unit_price_usd: price of one unit, exact.
         latency_s: simulated run time once the job is IN_PROGRESS, in seconds.
         failure: when set, every job of this model completes with this error.
+        cancel: ``"honoured"`` or ``"ignored"`` (see ``Behaviour.cancel``); None follows
+            the emulator's behaviour.
+        fallback: endpoint id fal's queue moves a job to after its runners kept failing
+            (see ``Behaviour.fallback_after``); None: no fallback.
+        streaming: whether ``POST .../stream`` streams the output as server-sent events;
+            None: image models do, video models do not.
+        price_unit: the ``unit`` text the pricing API answers; None: fal's usual name
+            for ``unit`` (see ``Behaviour.price_units``).
     """
 
     id: str
@@ -170,6 +227,21 @@ class FakeModel:
     unit_price_usd: Decimal = attrs.field(converter=_to_decimal, validator=attrs.validators.ge(Decimal(0)))
     latency_s: float = attrs.field(default=0.1, converter=float, validator=attrs.validators.ge(0.0))
     failure: JobFailure | None = None
+    cancel: CancelMode | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.in_(("honoured", "ignored")))
+    )
+    fallback: str | None = None
+    streaming: bool | None = None
+    price_unit: str | None = None
+
+    @property
+    def streams(self) -> bool:
+        """Whether the model serves ``/stream``.
+
+        Returns:
+            ``streaming``, or True for image models when it is None.
+        """
+        return self.streaming if self.streaming is not None else self.kind == "image"
 
     @property
     def app(self) -> str:
@@ -181,7 +253,7 @@ class FakeModel:
         return "/".join(self.id.split("/")[:2])
 
 
-#: Published prices (FAL_PROTOCOL.md) used until ``falwrap.catalog`` exists.
+#: fal's published prices, for the models every FakeFal serves even without ``falwrap.catalog``.
 _BUILTIN: tuple[tuple[str, Kind, Unit, str, float], ...] = (
     ("fal-ai/flux/dev", "image", "megapixel", "0.025", 0.1),
     ("fal-ai/flux/schnell", "image", "megapixel", "0.003", 0.05),
@@ -223,6 +295,10 @@ def _catalog_models() -> dict[str, FakeModel]:
     return models
 
 
+#: fal's pricing API quotes these megapixel-billed models "per image" (of about one megapixel).
+_PRICED_PER_IMAGE = frozenset({"fal-ai/flux/dev", "fal-ai/flux/schnell"})
+
+
 def default_models() -> dict[str, FakeModel]:
     """The models a FakeFal serves when none are given.
 
@@ -235,4 +311,6 @@ def default_models() -> dict[str, FakeModel]:
         for model_id, kind, unit, price, latency in _BUILTIN
     }
     models.update(_catalog_models())
+    for model_id in _PRICED_PER_IMAGE & models.keys():
+        models[model_id] = attrs.evolve(models[model_id], price_unit="image")
     return models

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import attrs
 
 from falwrap.catalog import IMAGE_SIZE_PRESETS
-from falwrap.testing.media import MAX_SIDE, jpeg_bytes, png_bytes, sample_mp4
+from falwrap.testing.billing import DEFAULT_VIDEO_SECONDS
+from falwrap.testing.media import MAX_SIDE, jpeg_bytes, png_bytes
 from falwrap.testing.models import FakeModel
+from falwrap.testing.video import mp4_of_length
 
-__all__ = ["IMAGE_SIZE_PRESETS", "FileStore", "build_output", "resolve_image_size"]
+__all__ = ["IMAGE_SIZE_PRESETS", "FileStore", "OutputOptions", "build_output", "resolve_image_size", "video_seconds"]
 
 DEFAULT_IMAGE_SIZE = "landscape_4_3"
 
@@ -44,26 +49,34 @@ class StoredFile:
     Args:
         content_type: the ``Content-Type`` to answer with.
         source: returns the bytes (generated lazily and cached by size).
+        expires_at: monotonic time from which the file is gone (object lifecycle); None: never.
     """
 
     content_type: str
     source: FileSource
+    expires_at: float | None = None
 
 
 @attrs.define
 class FileStore:
-    """Files served under ``/files/<name>``: generated outputs and uploads. Thread-safe."""
+    """Files served under ``/files/<name>``: generated outputs and uploads. Thread-safe.
 
+    Args:
+        clock: monotonic clock deciding when files expire.
+    """
+
+    clock: Callable[[], float] = time.monotonic
     _files: dict[str, StoredFile] = attrs.field(factory=dict, init=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
 
-    def put(self, name: str, content_type: str, source: FileSource | bytes) -> None:
+    def put(self, name: str, content_type: str, source: FileSource | bytes, expires_at: float | None = None) -> None:
         """Store (or replace) a file.
 
         Args:
             name: the path segment after ``/files/``.
             content_type: its media type.
             source: the bytes, or a callable producing them on first download.
+            expires_at: monotonic time from which it answers 404; None keeps it.
         """
         if isinstance(source, bytes):
             data = source
@@ -72,7 +85,7 @@ class FileStore:
                 return data
 
         with self._lock:
-            self._files[name] = StoredFile(content_type, source)
+            self._files[name] = StoredFile(content_type, source, expires_at)
 
     def get(self, name: str) -> tuple[str, bytes] | None:
         """Look a file up.
@@ -81,10 +94,13 @@ class FileStore:
             name: the path segment after ``/files/``.
 
         Returns:
-            ``(content_type, data)``, or None when there is no such file.
+            ``(content_type, data)``, or None when there is no such file or it expired.
         """
         with self._lock:
             stored = self._files.get(name)
+            if stored is not None and stored.expires_at is not None and self.clock() >= stored.expires_at:
+                del self._files[name]
+                stored = None
         return None if stored is None else (stored.content_type, stored.source())
 
     def __len__(self) -> int:
@@ -122,8 +138,59 @@ def resolve_image_size(value: Any) -> tuple[int, int]:
     raise ValueError(msg)
 
 
+@attrs.frozen
+class OutputOptions:
+    """How outputs are produced, from the emulator's behaviour and the request's headers.
+
+    Args:
+        base_url: the emulator's URL, for file URLs.
+        video_overrun_s: seconds a video runs past the requested duration.
+        data_uris: answer ``sync_mode: true`` image requests with ``data:`` URIs.
+        expires_at: monotonic time from which generated files are gone; None: never.
+    """
+
+    base_url: str
+    video_overrun_s: Decimal = Decimal(0)
+    data_uris: bool = False
+    expires_at: float | None = None
+
+
+def video_seconds(arguments: Mapping[str, Any], overrun_s: Decimal = Decimal(0)) -> Decimal:
+    """How long a video job's clip lasts: the requested ``duration`` plus the overrun.
+
+    Args:
+        arguments: the job's input (``duration`` in seconds, a number or a numeric string).
+        overrun_s: seconds the model produces past the request.
+
+    Returns:
+        Seconds, exact.
+
+    Raises:
+        ValueError: for a duration that is not a positive number.
+    """
+    raw = arguments.get("duration", DEFAULT_VIDEO_SECONDS)
+    try:
+        requested = Decimal(str(raw))
+    except (InvalidOperation, ValueError) as exc:
+        msg = f"duration must be a number of seconds, got {raw!r}"
+        raise ValueError(msg) from exc
+    if not requested.is_finite() or requested <= 0 or isinstance(raw, bool):
+        msg = f"duration must be a positive number of seconds, got {raw!r}"
+        raise ValueError(msg)
+    return requested + overrun_s
+
+
+def _data_uri(content_type: str, data: bytes) -> str:
+    return f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"
+
+
 def _image_output(
-    model: FakeModel, arguments: Mapping[str, Any], request_id: str, base_url: str, files: FileStore, inference_s: float
+    model: FakeModel,
+    arguments: Mapping[str, Any],
+    request_id: str,
+    options: OutputOptions,
+    files: FileStore,
+    inference_s: float,
 ) -> dict[str, Any]:
     if model.id.endswith("ultra") and "image_size" not in arguments:
         width, height = ULTRA_ASPECT_RATIOS.get(str(arguments.get("aspect_ratio", "16:9")), ULTRA_ASPECT_RATIOS["16:9"])
@@ -132,13 +199,18 @@ def _image_output(
     fmt = "png" if arguments.get("output_format") == "png" else "jpeg"
     count = max(1, int(arguments.get("num_images", 1)))
     render = png_bytes if fmt == "png" else jpeg_bytes
+    content_type = _CONTENT_TYPES[fmt]
+    # sync_mode asks for the image in the answer instead of on the CDN.
+    inline = options.data_uris and arguments.get("sync_mode") is True
     images = []
     for index in range(count):
-        name = f"{request_id}-{index}.{'png' if fmt == 'png' else 'jpg'}"
-        files.put(name, _CONTENT_TYPES[fmt], functools.partial(render, width, height))
-        images.append(
-            {"url": f"{base_url}/files/{name}", "width": width, "height": height, "content_type": _CONTENT_TYPES[fmt]}
-        )
+        if inline:
+            url = _data_uri(content_type, render(width, height))
+        else:
+            name = f"{request_id}-{index}.{'png' if fmt == 'png' else 'jpg'}"
+            files.put(name, content_type, functools.partial(render, width, height), options.expires_at)
+            url = f"{options.base_url}/files/{name}"
+        images.append({"url": url, "width": width, "height": height, "content_type": content_type})
     seed = arguments.get("seed")
     return {
         "images": images,
@@ -149,15 +221,18 @@ def _image_output(
     }
 
 
-def _video_output(request_id: str, base_url: str, files: FileStore) -> dict[str, Any]:
+def _video_output(
+    arguments: Mapping[str, Any], request_id: str, options: OutputOptions, files: FileStore
+) -> dict[str, Any]:
     name = f"{request_id}.mp4"
-    files.put(name, "video/mp4", sample_mp4)
+    data = mp4_of_length(video_seconds(arguments, options.video_overrun_s))
+    files.put(name, "video/mp4", data, options.expires_at)
     return {
         "video": {
-            "url": f"{base_url}/files/{name}",
+            "url": f"{options.base_url}/files/{name}",
             "content_type": "video/mp4",
             "file_name": "output.mp4",
-            "file_size": len(sample_mp4()),
+            "file_size": len(data),
         }
     }
 
@@ -166,7 +241,7 @@ def build_output(
     model: FakeModel,
     arguments: Mapping[str, Any],
     request_id: str,
-    base_url: str,
+    options: OutputOptions,
     files: FileStore,
     inference_s: float,
 ) -> dict[str, Any]:
@@ -176,7 +251,7 @@ def build_output(
         model: the model that ran.
         arguments: the job's input.
         request_id: the job's id (names the files).
-        base_url: the emulator's URL, for file URLs.
+        options: URLs, video length and file expiry.
         files: where output files are registered.
         inference_s: simulated run time, reported in ``timings``.
 
@@ -184,11 +259,11 @@ def build_output(
         A flux-shaped output for image models, a kling-shaped one for video models.
 
     Raises:
-        ValueError: when image arguments cannot be interpreted.
+        ValueError: when image or video arguments cannot be interpreted.
     """
     if model.kind == "video":
-        return _video_output(request_id, base_url, files)
-    return _image_output(model, arguments, request_id, base_url, files, inference_s)
+        return _video_output(arguments, request_id, options, files)
+    return _image_output(model, arguments, request_id, options, files, inference_s)
 
 
 def new_file_name(file_name: str | None) -> str:

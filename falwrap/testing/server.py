@@ -13,8 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from falwrap.testing.api import FalApi, classify
+from falwrap.testing.api import FalApi
 from falwrap.testing.faults import Fault, FaultQueue
+from falwrap.testing.hosts import classify
 from falwrap.testing.messages import EventStream, Request, Response
 
 __all__ = ["FakeFalServer"]
@@ -159,12 +160,16 @@ class _Handler(BaseHTTPRequestHandler):
             headers={name.lower(): value for name, value in self.headers.items()},
             body=body,
         )
-        route = classify("GET" if head else self.command, request.path)
+        route = classify("GET" if head else self.command, request.path, request.headers.get("x-forwarded-host"))
         if route.name != "unknown":
             server.api.counters.hit(route.name, received_at)
         fault = None
         if route.name != "unknown":
             fault = server.faults.take(route.name, lambda: server.api.model_of_request(route))
+        shaping = None
+        if fault is not None and fault.kind in ("lag", "omit"):
+            # These change what the platform API lists, not how the exchange fails.
+            shaping, fault = fault, None
         if fault is not None and not fault.after_processing:
             if fault.kind == "stall":
                 if server.stopping.wait(fault.seconds) or fault.then == "close":
@@ -173,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._apply(fault)
                 return
-        answer = server.api.dispatch(route, request)
+        answer = server.api.dispatch(route, request, shaping)
         cut = None
         if fault is not None and fault.kind == "cut":
             cut, fault = fault.events, None

@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 import attrs
 import httpx
 
-from falwrap.testing.jobs import Job, JobBoard
+from falwrap.testing.board import JobBoard
+from falwrap.testing.jobs import Job
 from falwrap.testing.webhook_faults import WebhookFault, WebhookFaultQueue
 from falwrap.testing.webhook_keys import WebhookSigner
 
@@ -88,7 +89,7 @@ def delivery_body(job: Job) -> bytes:
         payload = {"detail": failure.message} if job.outcome == "cancelled" else failure.body()
     document = {
         "request_id": job.request_id,
-        "gateway_request_id": job.request_id,
+        "gateway_request_id": job.gateway_request_id,
         "status": status,
         "payload": payload,
         "error": error,

@@ -10,15 +10,15 @@ const seen = [];
 
 fal.config({
   credentials: process.env.FAKEFAL_KEY,
-  // Same idea as falwrap's base_url: fal hosts go to the emulator, paths unchanged.
+  // fal hosts go to the emulator, paths unchanged; X-Forwarded-Host names the host that was meant.
   requestMiddleware: async (request) => {
     const url = new URL(request.url);
-    if (FAL_HOSTS.has(url.hostname)) {
-      seen.push(`${request.method ?? "get"} ${url.pathname}`);
-      url.protocol = target.protocol;
-      url.host = target.host;
-    }
-    return { ...request, url: url.toString() };
+    if (!FAL_HOSTS.has(url.hostname)) return request;
+    seen.push(`${request.method ?? "get"} ${url.pathname}`);
+    const host = url.hostname;
+    url.protocol = target.protocol;
+    url.host = target.host;
+    return { ...request, url: url.toString(), headers: { ...(request.headers ?? {}), "x-forwarded-host": host } };
   },
 });
 
