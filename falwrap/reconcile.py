@@ -227,15 +227,21 @@ class Reconciler:
         return self._settle(entry, settlement, "result fetched from fal")
 
     def _failed(
-        self, entry: JobEntry, code: str, message: str, units: Decimal | None, deadline: float
+        self, entry: JobEntry, code: str, message: str, units: Decimal | None, deadline: float, *, answered: bool = True
     ) -> ReconciledJob:
+        """Settle a job that ended in an error. ``answered``: fal's own answer for the job was read.
+
+        fal sends ``x-fal-billable-units`` with whatever it bills, a failed or cancelled job's
+        error answer included; an answer without them shows the job was not billed. Only when
+        the answer is gone (expired) is a cancelled job that had started charged at its estimate.
+        """
         info = self._model_info(entry.endpoint)
         if code == "client_cancelled":
-            if units is not None:
-                cost = self._cost(info, units, None, dict(entry.arguments))
+            if units is not None or answered:
+                cost = self._cost(info, units, None, dict(entry.arguments), zero=True)
                 settlement = Settlement(JobState.CANCELLED, cost=cost, cost_final=True, billable_units=units,
                                         error_code=code, error_message=message)  # fmt: skip
-                return self._settle(entry, settlement, "cancelled; fal billed it")
+                return self._settle(entry, settlement, "cancelled; fal billed it" if units else "cancelled; not billed")
             started = self._started(entry, deadline)
             if started is False:
                 settlement = Settlement(JobState.CANCELLED, cost=Decimal(0), cost_final=True,
@@ -273,7 +279,8 @@ class Reconciler:
             settlement = Settlement(JobState.SUCCEEDED, cost=cost, cost_final=True, result=record.json_output)
             return self._settle(entry, settlement, "result read from fal's request list")
         code = "client_cancelled" if record.status_code == 499 else f"HTTP_{record.status_code}"
-        return self._failed(entry, code, f"fal's request list reports HTTP {record.status_code}", None, deadline)
+        why = f"fal's request list reports HTTP {record.status_code}"
+        return self._failed(entry, code, why, None, deadline, answered=False)
 
     def find_submission(self, entry: JobEntry, deadline: float) -> Accepted | None:
         """The request fal received for a submission whose answer was lost, or ``None``."""

@@ -4,8 +4,10 @@ falwrap hands ``fal_client`` an ``httpx.Client`` built on :class:`FalTransport`.
 Every exchange with fal passes through it, which lets falwrap keep three
 promises that fal_client cannot:
 
-* ``base_url``: requests for any fal host go to that URL instead, path
-  unchanged (the emulator, tests, corporate proxies).
+* ``base_url``: requests for any fal host go to that URL instead, path and
+  query unchanged, naming the fal host they were meant for in
+  ``X-Forwarded-Host`` (the emulator, tests, corporate proxies: one origin,
+  fal's hosts still told apart; see docs/testing.md).
 * Deadlines: each exchange's timeouts are clamped to the per-exchange limit
   and to the time left before the operation's deadline (a context variable
   set by the client), so a stalled server cannot hold a call past it.
@@ -27,7 +29,10 @@ from typing import Any
 import attrs
 import httpx
 
-__all__ = ["FAL_HOSTS", "Budget", "DeadlineExceeded", "ExchangeError", "FalTransport", "budget"]
+__all__ = ["FAL_HOSTS", "FORWARDED_HOST", "Budget", "DeadlineExceeded", "ExchangeError", "FalTransport", "budget"]
+
+#: The header naming the fal host a rerouted request was meant for.
+FORWARDED_HOST = "X-Forwarded-Host"
 
 #: Hosts fal_client and falwrap talk to; all are rerouted when ``base_url`` is set.
 FAL_HOSTS = frozenset(
@@ -37,6 +42,7 @@ FAL_HOSTS = frozenset(
         "queue.falrun.com",
         "falrun.com",
         "rest.fal.ai",
+        "rest.alpha.fal.ai",
         "api.fal.ai",
         "v3.fal.media",
         "v3b.fal.media",
@@ -162,7 +168,10 @@ class FalTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send one request under the current budget; raise :class:`ExchangeError` on any failure."""
         limits = _budget.get()
+        original = request.url.host
         request.url = self.route(request.url)
+        if request.url.host != original:
+            request.headers[FORWARDED_HOST] = original
         if request.url.host != request.headers.get("host"):
             request.headers["Host"] = request.url.netloc.decode("ascii")
         timeouts: dict[str, Any] = dict(request.extensions.get("timeout", {}))
