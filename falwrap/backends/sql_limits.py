@@ -24,10 +24,18 @@ import uuid
 from typing import Any
 
 from falwrap.backends.sql import Connection, Database
-from falwrap.errors import BackendUnavailableError, ConfigurationError
-from falwrap.limits import Slot, check_count, check_rate, check_timeout, concurrency_timeout, rate_timeout
+from falwrap.errors import BackendUnavailableError
+from falwrap.limits import (
+    Slot,
+    check_count,
+    check_lease,
+    check_rate,
+    check_timeout,
+    concurrency_timeout,
+    rate_timeout,
+)
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "SqlConcurrencyLimit", "SqlLeakyBucket", "check_lease"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "SqlConcurrencyLimit", "SqlLeakyBucket"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,19 +54,6 @@ _NEW_RATE = "INSERT INTO falwrap_rate (namespace, tat_us) VALUES (?, 0) ON CONFL
 _SET_RATE = """INSERT INTO falwrap_rate (namespace, tat_us) VALUES (?, ?)
     ON CONFLICT (namespace) DO UPDATE SET tat_us = excluded.tat_us"""
 _GIVE_BACK = "UPDATE falwrap_rate SET tat_us = ? WHERE namespace = ? AND tat_us = ?"
-
-
-def check_lease(lease_seconds: float) -> float:
-    """``lease_seconds`` as a float of at least 0.01, or ConfigurationError naming it."""
-    if (
-        not isinstance(lease_seconds, (int, float))
-        or isinstance(lease_seconds, bool)
-        or not math.isfinite(lease_seconds)
-        or lease_seconds < 0.01
-    ):
-        msg = f"lease_seconds={lease_seconds!r} is not valid: expected a number of seconds of at least 0.01."
-        raise ConfigurationError(msg, variable="lease_seconds")
-    return float(lease_seconds)
 
 
 class SqlLeakyBucket:
