@@ -236,7 +236,7 @@ def _cap_worker(url: str, namespace: str, start_at: float, results: Any) -> None
 
 
 def test_never_more_than_max_in_flight_across_processes(store: StoreFactory) -> None:
-    """4 processes × 3 threads on a cap of 2: at no instant are more than 2 places held, and 2 are reached."""
+    """4 processes x 3 threads on a cap of 2: at no instant are more than 2 places held, and 2 are reached."""
     if not store.shared:
         pytest.skip("memory: each process has its own cap")
     ctx = multiprocessing.get_context("fork")
