@@ -34,7 +34,7 @@ from falwrap.journal import (
     Settlement,
 )
 from falwrap.limiter import ConcurrencyLimit, LeakyBucket
-from falwrap.limits import ConcurrencyLimiter, RateLimiter, check_count, check_lease, check_rate
+from falwrap.limits import ConcurrencyLimiter, RateLimiter, check_lease
 from falwrap.money import display_usd, from_micros, to_micros
 from falwrap.records import CallRecord
 
@@ -487,12 +487,9 @@ class MemoryStore:
         Raises:
             ConfigurationError: a value is out of range.
         """
-        key = (check_rate(rate_per_minute), check_count(burst, "burst"))
+        new = LeakyBucket(rate_per_minute, burst)  # validates
         with self._lock:
-            bucket = self._rates.get(key)
-            if bucket is None:
-                bucket = self._rates[key] = LeakyBucket(*key)
-            return bucket
+            return self._rates.setdefault((new.rate_per_minute, new.burst), new)
 
     def concurrency_limiter(self, max_in_flight: int, *, lease_seconds: float = 60.0) -> ConcurrencyLimiter:
         """This store's :class:`~falwrap.limiter.ConcurrencyLimit` (the same one on every call).
@@ -503,13 +500,10 @@ class MemoryStore:
         Raises:
             ConfigurationError: a value is out of range.
         """
+        new = ConcurrencyLimit(max_in_flight)  # validates
         check_lease(lease_seconds)
-        max_in_flight = check_count(max_in_flight, "max_in_flight")
         with self._lock:
-            cap = self._caps.get(max_in_flight)
-            if cap is None:
-                cap = self._caps[max_in_flight] = ConcurrencyLimit(max_in_flight)
-            return cap
+            return self._caps.setdefault(new.max_in_flight, new)
 
     def close(self) -> None:
         """Nothing to close."""

@@ -115,6 +115,7 @@ def test_renew_keeps_a_place_past_its_lease(store: StoreFactory) -> None:
     """A slot renewed more often than its 0.3 s lease is still held after 1 s."""
     limit = store.open().concurrency_limiter(1, lease_seconds=0.3)
     slot = limit.acquire()
+    assert slot.lease_seconds == (0.3 if store.shared else None)
     for _ in range(10):
         time.sleep(0.1)
         assert slot.renew() is True

@@ -76,6 +76,15 @@ def test_timeout_refuses_at_once_and_reserves_nothing(store: StoreFactory) -> No
     assert bucket.try_acquire() == pytest.approx(10.0, abs=SLACK)
 
 
+def test_a_slot_within_the_timeout_is_waited_for(store: StoreFactory) -> None:
+    """A slot nearer than the timeout is granted after sleeping until it is due."""
+    bucket = store.open().rate_limiter(60, 1)
+    bucket.acquire()
+    with pytest.raises(RateLimitTimeout):
+        bucket.acquire(timeout=0.5)
+    assert bucket.acquire(timeout=1.5) == pytest.approx(1.0, abs=SLACK)
+
+
 def test_timeout_zero_grants_a_free_slot_only(store: StoreFactory) -> None:
     """acquire(timeout=0) takes a slot that is free now and refuses one that is not."""
     bucket = store.open().rate_limiter(60, 1)
@@ -118,10 +127,12 @@ def test_ctrl_c_during_a_real_wait_gives_the_slot_back(store: StoreFactory) -> N
 
 
 def test_infinite_timeout_means_wait_as_long_as_needed(store: StoreFactory) -> None:
-    """timeout=math.inf behaves as None, alone and through a Limiter with the store's cap."""
+    """timeout=math.inf behaves as None for the schedule, the cap, and a Limiter pairing them."""
     s = store.open()
     bucket = s.rate_limiter(3600, 1)
     assert bucket.acquire(timeout=math.inf) == 0.0
+    with s.concurrency_limiter(1).acquire(timeout=math.inf) as held:
+        assert held.renew() is True
     with Limiter(bucket, s.concurrency_limiter(1)).acquire(timeout=math.inf) as slot:
         assert slot.renew() is True
 
