@@ -6,9 +6,6 @@ store's limits share is in ``tests/contract/`` (the ``redis`` kind).
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +21,7 @@ from falwrap.backends.redis_limiter import RedisConcurrencyLimit, RedisLeakyBuck
 from falwrap.config import RateLimitConfig
 from falwrap.errors import BackendUnavailableError, ConfigurationError
 from falwrap.limiter import Limiter
+from tests.helpers.proxy import Proxy
 
 pytestmark = pytest.mark.redis
 
@@ -37,49 +35,6 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
     c = redis_client_from_url(redis_url)
     yield c
     c.close()
-
-
-class Proxy:
-    """A TCP relay on 127.0.0.1 to the test Redis that can stop answering or go away, like a failing server."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sockets: list[socket.socket] = [self.listener]
-        self.frozen = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                down, _ = self.listener.accept()
-            except OSError:
-                return
-            up = socket.create_connection(self.upstream)
-            self.sockets += [down, up]
-            threading.Thread(target=self._pump, args=(down, up), daemon=True).start()
-            threading.Thread(target=self._pump, args=(up, down), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                if not self.frozen.is_set():  # frozen: swallow everything, answer nothing
-                    dst.sendall(data)
-        except OSError:
-            pass
-
-    def freeze(self) -> None:
-        """Keep every connection open but stop relaying: a server that hangs."""
-        self.frozen.set()
-
-    def close(self) -> None:
-        """Close the port and every connection: a server that went away."""
-        for s in self.sockets:
-            # shutdown() first: close() alone does not wake a thread blocked in accept() or recv().
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
 
 
 @pytest.fixture

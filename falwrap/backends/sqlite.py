@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,13 +111,14 @@ def path_of(url: str) -> Path:
         msg = f"FALWRAP_STORE_URL={url!r} is not a SQLite URL: expected sqlite:///absolute/path/to/falwrap.db."
         raise ConfigurationError(msg, variable="FALWRAP_STORE_URL")
     rest = url[len("sqlite:") :]
+    # sqlite:///abs/path and SQLAlchemy's sqlite:////abs/path both name /abs/path.
     if not rest.startswith("///") or "?" in rest or "#" in rest:
         msg = (
             f"FALWRAP_STORE_URL={url!r} is not valid: expected sqlite:///absolute/path/to/falwrap.db "
             "(three slashes, then an absolute path; no query)."
         )
         raise ConfigurationError(msg, variable="FALWRAP_STORE_URL")
-    path = Path(unquote(rest[2:]))
+    path = Path("/" + unquote(rest).lstrip("/"))
     if not path.is_absolute() or path.name in {"", ".", ".."}:
         msg = (
             f"FALWRAP_STORE_URL={url!r} does not name an absolute file path: a relative path would "
@@ -158,13 +160,11 @@ class SqliteDatabase:
         self._pid = os.getpid()
         _DATABASES.add(self)
         try:
-            conn = self._connection()
-            # Persistent in the file; set once here, every later connection finds it.
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._set_wal()
         except sqlite3.Error as exc:
             self.close()
             raise _unusable(path, exc) from exc
-        if str(mode).lower() != "wal":
+        if mode.lower() != "wal":
             self.close()
             raise _unusable(path, RuntimeError(f"journal_mode is {mode}, WAL could not be set"))
 
@@ -172,6 +172,21 @@ class SqliteDatabase:
     def path(self) -> Path:
         """The database file."""
         return self._path
+
+    def _set_wal(self) -> str:
+        """Put the file in WAL mode (persistent: later connections find it) and return the mode now."""
+        conn = self._connection()
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                # Switching to WAL needs the file to itself for an instant and, unlike a
+                # transaction, reports "locked" at once instead of waiting: another process
+                # opening the new file at the same moment holds it. Wait as a write would.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _connection(self) -> sqlite3.Connection:
         if self._closed:
