@@ -29,7 +29,8 @@ Failures: at open (bad URL, server not answering, no rights to create tables)
 the server ends statements after :data:`STATEMENT_TIMEOUT` and lock waits after
 :data:`LOCK_TIMEOUT`, and a server that stops answering altogether (a hung host,
 a dead network path) is given up on by the client after :data:`CALL_TIMEOUT`,
-that connection being discarded.
+that connection being discarded. A call first waits at most :data:`POOL_TIMEOUT`
+for a pooled connection when all of them are busy.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ __all__ = [
     "CALL_TIMEOUT",
     "CONNECT_TIMEOUT",
     "LOCK_TIMEOUT",
+    "POOL_TIMEOUT",
     "POSTGRES",
     "STATEMENT_TIMEOUT",
     "PostgresDatabase",
@@ -78,15 +80,20 @@ POSTGRES = Dialect(
 #: Seconds to establish a connection (libpq's smallest useful value).
 CONNECT_TIMEOUT = 2
 #: Seconds the server lets one statement run. Every statement here touches a few rows by index.
-STATEMENT_TIMEOUT = 1.5
-#: Seconds a statement waits for a row or advisory lock: transactions hold them for well under a
-#: millisecond, so a longer wait means a stuck holder.
-LOCK_TIMEOUT = 1.0
+STATEMENT_TIMEOUT = 1.8
+#: Seconds a statement waits for a row or advisory lock. Transactions hold them for a few
+#: milliseconds (a commit's fsync included), so only a long queue of budget checks on one
+#: namespace, or a stuck holder, comes near it. Below CALL_TIMEOUT, so the server reports
+#: it and the connection stays usable.
+LOCK_TIMEOUT = 1.5
 #: Seconds the server keeps a transaction whose client went silent (frees its locks if a host dies).
 IDLE_IN_TRANSACTION_TIMEOUT = 10.0
-#: Seconds the client waits for any one answer before giving the server up (a hung server
-#: enforces no statement_timeout); also how long a call waits for a free pooled connection.
+#: Seconds the client waits for any one answer before giving the server up: a hung server
+#: (or network path) enforces no statement_timeout.
 CALL_TIMEOUT = 2.0
+#: Seconds a call waits for a free pooled connection when every one is busy (the pool
+#: replaces a connection lost to a hung server only as fast as that server answers).
+POOL_TIMEOUT = CALL_TIMEOUT
 #: Connections per store unless ``max_connections`` says otherwise.
 DEFAULT_MAX_CONNECTIONS = 10
 
@@ -168,7 +175,7 @@ class PostgresDatabase:
     def write(self, *locks: str) -> Iterator[psycopg.Connection[Any]]:
         """A transaction holding the advisory locks named ``locks``; committed when the block ends cleanly."""
         try:
-            with self._pool.connection(timeout=CALL_TIMEOUT) as conn, conn.transaction():
+            with self._pool.connection(timeout=POOL_TIMEOUT) as conn, conn.transaction():
                 for name in locks:
                     conn.execute(POSTGRES.lock_sql or "", (name,))
                 yield conn
@@ -179,7 +186,7 @@ class PostgresDatabase:
     def read(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection in autocommit mode: each statement sees the last commit."""
         try:
-            with self._pool.connection(timeout=CALL_TIMEOUT) as conn:
+            with self._pool.connection(timeout=POOL_TIMEOUT) as conn:
                 yield conn
         except _UNREACHABLE as exc:
             raise _unavailable(self.where, exc) from exc
@@ -211,7 +218,7 @@ def open_database(url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -
         max_size=max_connections,
         kwargs={"autocommit": True},
         connection_class=_TimedConnection,
-        timeout=CALL_TIMEOUT,
+        timeout=POOL_TIMEOUT,
         name=f"falwrap {where}",
         open=False,
     )
