@@ -29,6 +29,7 @@ from falwrap.backends.memory import apply_acceptance, apply_settlement, budget_e
 from falwrap.backends.sql import Connection, Database, day_text, from_us, to_us
 from falwrap.journal import (
     CHARGED_STATES,
+    OPEN_STATES,
     Accepted,
     IdempotencyConflict,
     JobEntry,
@@ -421,6 +422,22 @@ class SqlJournal:
         with self._db.read() as conn:
             rows = conn.execute(self._d.sql(sql), params).fetchall()
         return [_entry(row) for row in rows]
+
+    def claim(self, job_id: str, owner: str, *, now: datetime) -> bool:
+        """See :meth:`falwrap.journal.Journal.claim`."""
+        alive = "SELECT 1 FROM falwrap_owners WHERE namespace = ? AND owner = ? AND expires_us > ?"
+        with self._db.write() as conn:
+            # The row lock makes it a compare-and-set: a second taker waits, then reads the winner.
+            entry = self._locked(conn, job_id)
+            if entry.state not in OPEN_STATES:
+                return False
+            if (
+                entry.owner is not None
+                and conn.execute(self._d.sql(alive), (self._ns, entry.owner, to_us(now))).fetchone()
+            ):
+                return False
+            self._put(conn, entry, attrs.evolve(entry, owner=owner), {})
+            return True
 
     def heartbeat(self, owner: str, *, ttl: float, now: datetime) -> None:
         """See :meth:`falwrap.journal.Journal.heartbeat`."""
