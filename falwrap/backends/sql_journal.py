@@ -17,7 +17,7 @@ are read in one statement, so they come from one snapshot.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -201,7 +201,7 @@ class SqlJournal:
         on_close: Called by :meth:`close` (the store's own close).
     """
 
-    def __init__(self, db: Database, namespace: str, on_close: Any = None) -> None:
+    def __init__(self, db: Database, namespace: str, on_close: Callable[[], None] | None = None) -> None:
         self._db = db
         self._d = db.dialect
         self._ns = namespace
