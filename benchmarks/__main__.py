@@ -27,7 +27,15 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks import bench_import, bench_latency, bench_ledger, bench_limiter, bench_overhead, bench_throughput
+from benchmarks import (
+    bench_import,
+    bench_journal,
+    bench_latency,
+    bench_ledger,
+    bench_limiter,
+    bench_overhead,
+    bench_throughput,
+)
 from benchmarks._peers import Summary, machine
 
 #: A benchmark run by the suite: the exit status and its summary lines, given --quick.
@@ -129,6 +137,7 @@ BENCHMARKS: list[tuple[str, str, Runner]] = [
     ("bench_throughput", "64 threads on one client: jobs/s and CPU per job", lambda q: _mine(bench_throughput, q)),
     ("bench_limiter", "leaky bucket vs pyrate-limiter and limits", _limiter),
     ("bench_ledger", "cost ledger vs a list-of-dicts logger", _ledger),
+    ("bench_journal", "the journal's cost per job, per store", lambda q: _mine(bench_journal, q)),
 ]
 
 

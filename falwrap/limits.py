@@ -26,6 +26,7 @@ __all__ = [
     "RateLimiter",
     "Slot",
     "check_count",
+    "check_lease",
     "check_rate",
     "check_timeout",
     "concurrency_timeout",
@@ -54,6 +55,19 @@ def check_count(value: int, name: str) -> int:
         msg = f"{name}={value!r} is not valid: expected a whole number of at least 1."
         raise ConfigurationError(msg, variable=name)
     return value
+
+
+def check_lease(lease_seconds: float) -> float:
+    """``lease_seconds`` as a float of at least 0.01, or ConfigurationError naming it."""
+    if (
+        not isinstance(lease_seconds, (int, float))
+        or isinstance(lease_seconds, bool)
+        or not math.isfinite(lease_seconds)
+        or lease_seconds < 0.01
+    ):
+        msg = f"lease_seconds={lease_seconds!r} is not valid: expected a number of seconds of at least 0.01."
+        raise ConfigurationError(msg, variable="lease_seconds")
+    return float(lease_seconds)
 
 
 def check_timeout(timeout: float | None) -> float | None:

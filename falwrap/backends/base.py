@@ -44,8 +44,13 @@ class Store(Protocol):
         """
         ...
 
-    def concurrency_limiter(self, max_in_flight: int) -> ConcurrencyLimiter:
+    def concurrency_limiter(self, max_in_flight: int, *, lease_seconds: float = 60.0) -> ConcurrencyLimiter:
         """The namespace's cap on jobs in flight; places held by a dead process lapse.
+
+        Args:
+            max_in_flight: The cap.
+            lease_seconds: How long a shared store keeps a place without :meth:`Slot.renew`
+                (so a killed process's place lapses after it); in-process places never lapse.
 
         Raises:
             ConfigurationError: a value is out of range.

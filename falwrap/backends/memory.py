@@ -34,7 +34,7 @@ from falwrap.journal import (
     Settlement,
 )
 from falwrap.limiter import ConcurrencyLimit, LeakyBucket
-from falwrap.limits import ConcurrencyLimiter, RateLimiter
+from falwrap.limits import ConcurrencyLimiter, RateLimiter, check_lease
 from falwrap.money import display_usd, from_micros, to_micros
 from falwrap.records import CallRecord
 
@@ -468,6 +468,10 @@ class MemoryStore:
 
     def __init__(self, journal: MemoryJournal | None = None) -> None:
         self._journal = journal if journal is not None else MemoryJournal()
+        self._lock = threading.Lock()
+        # One schedule and one cap per store, as the shared stores keep one per namespace.
+        self._rates: dict[tuple[float, int], LeakyBucket] = {}
+        self._caps: dict[int, ConcurrencyLimit] = {}
 
     def __repr__(self) -> str:
         return "MemoryStore()"
@@ -478,12 +482,28 @@ class MemoryStore:
         return self._journal
 
     def rate_limiter(self, rate_per_minute: float, burst: int) -> RateLimiter:
-        """A :class:`~falwrap.limiter.LeakyBucket` for this process."""
-        return LeakyBucket(rate_per_minute, burst)
+        """This store's :class:`~falwrap.limiter.LeakyBucket` at this rate (the same one on every call).
 
-    def concurrency_limiter(self, max_in_flight: int) -> ConcurrencyLimiter:
-        """A :class:`~falwrap.limiter.ConcurrencyLimit` for this process."""
-        return ConcurrencyLimit(max_in_flight)
+        Raises:
+            ConfigurationError: a value is out of range.
+        """
+        new = LeakyBucket(rate_per_minute, burst)  # validates
+        with self._lock:
+            return self._rates.setdefault((new.rate_per_minute, new.burst), new)
+
+    def concurrency_limiter(self, max_in_flight: int, *, lease_seconds: float = 60.0) -> ConcurrencyLimiter:
+        """This store's :class:`~falwrap.limiter.ConcurrencyLimit` (the same one on every call).
+
+        ``lease_seconds`` is validated and otherwise unused: a place in this process
+        is held until released, and goes with the process.
+
+        Raises:
+            ConfigurationError: a value is out of range.
+        """
+        new = ConcurrencyLimit(max_in_flight)  # validates
+        check_lease(lease_seconds)
+        with self._lock:
+            return self._caps.setdefault(new.max_in_flight, new)
 
     def close(self) -> None:
         """Nothing to close."""
