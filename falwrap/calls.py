@@ -21,6 +21,7 @@ from falwrap.accounting import Accountant, Ticket, error_code
 from falwrap.catalog import ModelInfo
 from falwrap.config import FalConfig
 from falwrap.errors import FalApiError, FalwrapError, ModelError, ServerError
+from falwrap.following import DeadlinePassed
 from falwrap.jobs import JobFailed, JobRunner, JobSpec, Output, RequestOptions
 from falwrap.journal import Accepted, JobEntry, JobState, Settlement
 from falwrap.limiter import LeaseKeeper, Limiter
@@ -121,7 +122,11 @@ class Calls:
             slot = self._acquire(spec.deadline)
             try:
                 self._limiter.rate.acquire(timeout=max(0.0, spec.deadline - runner.clock()))
-                accepted = runner.submit(spec, ticket, attempts=next(tries))
+                try:
+                    accepted = runner.submit(spec, ticket, attempts=next(tries))
+                except DeadlinePassed as exc:
+                    sent = ticket.entry.state is JobState.UNKNOWN
+                    raise runner.timeout(spec.endpoint, None, spec.timeout, cancelled=False, sent=sent) from exc
                 if not follow:
                     self._hold(accepted.request_id, slot)
                     slot = None

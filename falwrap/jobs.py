@@ -65,8 +65,9 @@ _T = TypeVar("_T")
 CANCEL_GRACE = 0.9
 
 #: How long to look for a submission whose answer was lost in fal's request list,
-#: which can lag behind the queue by a few seconds, before concluding fal never saw it.
-RESOLVE_WAIT = 6.0
+#: which can lag behind the queue by a few seconds, before concluding fal never saw it
+#: (a short, bounded wait: the call's deadline still bounds everything).
+RESOLVE_WAIT = 3.0
 
 #: Polls of the request list while waiting for it to catch up.
 RESOLVE_POLL = 0.5
@@ -199,7 +200,10 @@ class JobRunner:
         resubmit_ambiguous: Resubmit when the platform API cannot tell (may pay twice).
         hooks: Retry hooks.
         clock: Monotonic seconds.
-        sleep: Sleeps a polling interval (default: :func:`falwrap.retry.sleep`).
+        sleep: Sleeps a backoff or polling interval (default: :func:`falwrap.retry.sleep`,
+            which testing mode turns off).
+        wait: Sleeps while fal's request list catches up with the queue: a wait for fal's
+            data, not a backoff, so testing mode does not turn it off (default ``time.sleep``).
         wall_clock: The current aware UTC time (to ask which requests arrived when).
     """
 
@@ -217,6 +221,7 @@ class JobRunner:
         hooks: tuple[RetryHook, ...] = (),
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = _retry.sleep,
+        wait: Callable[[float], None] = time.sleep,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self._fal = fal
@@ -228,6 +233,7 @@ class JobRunner:
         self._hooks = hooks
         self.clock = clock
         self.sleep = sleep
+        self.wait = wait
         self._wall_clock = wall_clock
         self._follower = Follower(
             http,
@@ -328,8 +334,8 @@ class JobRunner:
                     return queue_urls(spec.endpoint, record.request_id)
             if self.clock() + RESOLVE_POLL >= until:
                 break
-            self.sleep(RESOLVE_POLL)
-        msg = f"{what}; fal's request list shows it never arrived, so it is safe to send it again."
+            self.wait(RESOLVE_POLL)
+        msg = f"{what}; fal's request list shows it never arrived: nothing runs at fal for it."
         return self._raise_retryable(msg, attempts)
 
     @staticmethod

@@ -355,22 +355,26 @@ def test_config_evolve_keeps_budget_exact() -> None:
 
 @pytest.mark.redis
 def test_submit_in_one_process_result_in_another(redis_url: str, redis_client: Any) -> None:
-    """A job submitted by one client and fetched by another (two workers) ends its hold and counts once."""
+    """A job submitted by one client and fetched by another (two workers) is charged once, recorded once."""
     with FakeFal(latency=0.05) as fal:
         rate = RateLimitConfig(requests_per_minute=600_000, redis_url=redis_url)
         config = FalConfig(api_key=fal.key, base_url=fal.url, rate_limit=rate, daily_budget_usd=Decimal("1"))
         try:
             with FalClient(config) as a, FalClient(config) as b:
                 handle = a.submit(SCHNELL, {"prompt": "x"})
-                assert handle.reservation_id is not None
-                assert b.ledger.reserved() == Decimal("0.003")
+                assert handle.job_id is not None
+                # Charged from acceptance, in the journal both workers share.
+                assert b.daily_cost() == Decimal("0.003")
+                assert b.ledger.reserved() == 0
                 stored = json.loads(json.dumps(handle.to_dict()))
                 assert b.result(JobHandle.from_dict(stored))["images"]
-                assert b.ledger.reserved() == 0
                 assert b.daily_cost() == Decimal("0.003")
-                # A second worker fetching the same result does not pay for it again.
+                # A second worker fetching the same result reads the journal: no HTTP, no second charge.
+                results_before = fal.counters.get("result", 0)
                 assert a.result(handle)["images"]
+                assert fal.counters.get("result", 0) == results_before
                 assert a.daily_cost() == Decimal("0.003")
+                assert a.stats()["total_calls"] == 1
                 assert fal.billed_total == Decimal("0.003")
         finally:
             for key in redis_client.scan_iter(match=f"falwrap:{config.key_fingerprint}*", count=1000):

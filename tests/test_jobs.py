@@ -129,7 +129,7 @@ def make_runner(
     wall = datetime(2026, 12, 1, tzinfo=timezone.utc)
     return JobRunner(
         sync, http, policy=policy, per_exchange=5.0, poll_interval=0.1, status_stream=stream, platform=platform,
-        hooks=hooks, clock=clock, sleep=clock.sleep, wall_clock=lambda: wall + timedelta(seconds=clock() - 1000),
+        hooks=hooks, clock=clock, sleep=clock.sleep, wait=clock.sleep, wall_clock=lambda: wall + timedelta(seconds=clock() - 1000),
     )  # fmt: skip
 
 
@@ -299,7 +299,7 @@ def test_a_lost_answer_fal_never_received_is_safe_to_resend() -> None:
     clock = FakeClock()
     fal = ScriptedFal(clock, submit_fault="reset", platform=[_platform_item({"prompt": "someone else"})])
     runner = make_runner(fal)
-    with pytest.raises(FalConnectionError, match="never arrived") as info:
+    with pytest.raises(FalConnectionError, match="never arrived: nothing runs at fal") as info:
         runner.submit(spec(clock), Listener())
     assert info.value.retryable
     assert info.value.error_code == "SUBMISSION_LOST"

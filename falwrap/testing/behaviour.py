@@ -29,10 +29,10 @@ PriceUnits = Literal["fal", "plain"]
 
 #: How a running job reacts to a cancel unless its model says otherwise.  fal only
 #: signals the runner; a model that ignores the signal runs on and is billed ("ignored").
-DEFAULT_CANCEL: CancelMode = "honoured"
+DEFAULT_CANCEL: CancelMode = "ignored"
 
 #: Whether a model failure that used GPU time (a 422 after the model ran) is billed, as fal may do.
-DEFAULT_BILL_FAILED_JOBS = False
+DEFAULT_BILL_FAILED_JOBS = True
 
 
 def _finite_non_negative(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
