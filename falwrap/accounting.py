@@ -201,10 +201,17 @@ class Ticket:
     # -- the life of the call --
 
     def job_failed(self, failure: JobFailed) -> None:
-        """A job ran and failed; settle it with what fal billed (its billable units, else nothing)."""
-        cost = self._accountant.cost(self.plan.info, failure.billable_units, None, self.plan.arguments, zero=True)
+        """A job ran and failed; settle it with what fal billed (its billable units, else nothing).
+
+        When its error answer could not be read, what fal billed is unknown: it stays charged
+        at its estimate, provisionally, until reconciliation reads the answer.
+        """
+        if failure.billed_known:
+            cost = self._accountant.cost(self.plan.info, failure.billable_units, None, self.plan.arguments, zero=True)
+        else:
+            cost = None
         settlement = Settlement(
-            JobState.FAILED, cost=cost, cost_final=True, billable_units=failure.billable_units,
+            JobState.FAILED, cost=cost, cost_final=failure.billed_known, billable_units=failure.billable_units,
             error_code=failure.error.error_code, error_message=str(failure.error),
         )  # fmt: skip
         self.journal.finish(self.entry.job_id, settlement=settlement, now=self._accountant.now())

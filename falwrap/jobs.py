@@ -171,12 +171,20 @@ class SubmitListener(Protocol):
 
 
 class JobFailed(Exception):
-    """The job ran and failed; ``error`` is its typed error, ``billable_units`` what fal billed for it."""
+    """The job ran and failed.
 
-    def __init__(self, error: FalApiError, billable_units: Decimal | None) -> None:
+    Attributes:
+        error: Its typed error.
+        billable_units: What fal billed for it, per its error answer.
+        billed_known: Whether the job's own error answer was read (so ``billable_units``, even
+            ``None``, is fal's word); ``False`` when only its status could be read.
+    """
+
+    def __init__(self, error: FalApiError, billable_units: Decimal | None, *, billed_known: bool = True) -> None:
         super().__init__(str(error))
         self.error = error
         self.billable_units = billable_units
+        self.billed_known = billed_known
 
 
 def queue_urls(endpoint: str, request_id: str) -> Accepted:
@@ -390,14 +398,14 @@ class JobRunner:
             status = self._follower.follow(accepted, spec)
             if not status.failed:
                 return self.fetch(accepted, spec.endpoint, spec.deadline)
-            error, units = self.job_error(accepted, spec.endpoint, status, spec.deadline, attempts)
+            failure = self.job_error(accepted, spec.endpoint, status, spec.deadline, attempts)
         except DeadlinePassed:
             self.cancel_quietly(accepted, spec.endpoint)
             raise self.timeout(spec.endpoint, accepted.request_id, spec.timeout, cancelled=True) from None
         except BaseException:
             self.cancel_quietly(accepted, spec.endpoint)
             raise
-        raise JobFailed(error, units)
+        raise failure
 
     def follow(self, accepted: Accepted, spec: JobSpec) -> JobStatus:
         """Follow the job until it completes (see :class:`falwrap.following.Follower`)."""
@@ -426,17 +434,22 @@ class JobRunner:
 
     def job_error(
         self, accepted: Accepted, endpoint: str, status: JobStatus, deadline: float, attempts: int
-    ) -> tuple[FalApiError, Decimal | None]:
-        """The typed error of a job that completed with an error, read from its result, and its billed units."""
+    ) -> JobFailed:
+        """A job that completed with an error: its typed error, read from its result, and what fal billed.
+
+        When the result cannot be read (a gateway failing every retry, or a 2xx although the
+        status said the job failed), the status's error stands and what fal billed is unknown.
+        """
         try:
             self.fetch(accepted, endpoint, deadline, job_error_type=status.error_type or "")
         except ModelError as exc:
             exc.attempts = attempts
-            return exc, exc.billable_units
+            own = status.error_type in {None, "", exc.error_code}
+            return JobFailed(exc, exc.billable_units, billed_known=own)
         except FalApiError as exc:
             if exc.request_id == accepted.request_id and exc.status_code not in {None, 401, 403, 404, 429}:
                 exc.attempts = attempts
-                return exc, exc.billable_units
+                return JobFailed(exc, None, billed_known=False)
             raise
         # The result answered 2xx although the status said the job failed: trust the status.
         error_type = status.error_type or "MODEL_ERROR"
@@ -445,7 +458,7 @@ class JobRunner:
             msg, error_code=error_type, request_id=accepted.request_id,
             retryable=error_type in RETRYABLE_ERROR_TYPES, attempts=attempts,
         )  # fmt: skip
-        return error, None
+        return JobFailed(error, None, billed_known=False)
 
     def status(self, accepted: Accepted, endpoint: str) -> JobStatus:
         """Ask fal once where the job stands (transient failures retried briefly)."""
@@ -552,13 +565,14 @@ class JobRunner:
     ) -> FalApiError:
         """The typed error of a failed exchange.
 
-        ``job_error_type`` is set when the answer is a failed job's result: its status's
-        ``error_type`` names the error when the answer itself does not (a cancelled job's 499).
+        ``job_error_type`` is set when the answer is a failed job's result. A cancelled job's
+        499 names no error type itself; its status's does. Other answers keep their own:
+        a gateway's 503 in front of a failed job's result is not the job's error.
         """
         response = exc.response
         if response is not None:
             headers = dict(response.headers)
-            if job_error_type and "x-fal-error-type" not in response.headers:
+            if job_error_type and response.status_code == 499 and "x-fal-error-type" not in response.headers:
                 headers["x-fal-error-type"] = job_error_type
             return error_from_response(
                 response.status_code, headers, response.content, request_id=request_id,

@@ -46,6 +46,11 @@ NOT_ARRIVED_AFTER = timedelta(minutes=2)
 #: Slack on the clocks when asking which requests arrived after a submission was sent.
 CLOCK_SKEW = timedelta(seconds=30)
 
+#: A cancelled job whose answer still carries no billable units this long after it was
+#: cancelled was not billed: any run the cancel did not stop has ended by then (the longest
+#: default deadline is 10 minutes).
+CANCELLED_UNBILLED_AFTER = timedelta(minutes=15)
+
 #: Provisional costs older than this are no longer revisited: fal keeps nothing to ask about.
 PROVISIONAL_HORIZON = timedelta(days=2)
 
@@ -214,8 +219,10 @@ class Reconciler:
         if not status.done:
             return self._result(entry, entry, f"still {status.status.lower().replace('_', ' ')} at fal")
         if status.failed:
-            error, units = self._runner.job_error(accepted, entry.endpoint, status, deadline, attempts=1)
-            return self._failed(entry, error.error_code, str(error), units, deadline)
+            failure = self._runner.job_error(accepted, entry.endpoint, status, deadline, attempts=1)
+            if not failure.billed_known:
+                return self._result(entry, entry, "failed at fal; its answer could not be read yet")
+            return self._failed(entry, failure.error.error_code, str(failure.error), failure.billable_units, deadline)
         try:
             output = self._runner.fetch(accepted, entry.endpoint, deadline)
         except NotFoundError:
@@ -227,32 +234,34 @@ class Reconciler:
         return self._settle(entry, settlement, "result fetched from fal")
 
     def _failed(
-        self, entry: JobEntry, code: str, message: str, units: Decimal | None, deadline: float, *, answered: bool = True
+        self, entry: JobEntry, code: str, message: str, units: Decimal | None, deadline: float
     ) -> ReconciledJob:
-        """Settle a job that ended in an error. ``answered``: fal's own answer for the job was read.
+        """Settle a job that ended in an error, at what fal billed for it.
 
-        fal sends ``x-fal-billable-units`` with whatever it bills, a failed or cancelled job's
-        error answer included; an answer without them shows the job was not billed. Only when
-        the answer is gone (expired) is a cancelled job that had started charged at its estimate.
+        fal sends ``x-fal-billable-units`` with what it bills, error answers included. A failed
+        job's answer without them was not billed. A cancelled one is less clear-cut: fal only
+        signals a running model, and a model that ignores the signal runs to the end and is
+        billed then, while its answer already says cancelled. So a cancelled job is free only
+        when it never started, or when its answer still shows no units long after any run
+        would have ended (:data:`CANCELLED_UNBILLED_AFTER`); until then it stays charged at
+        its estimate, provisionally.
         """
         info = self._model_info(entry.endpoint)
-        if code == "client_cancelled":
-            if units is not None or answered:
-                cost = self._cost(info, units, None, dict(entry.arguments), zero=True)
-                settlement = Settlement(JobState.CANCELLED, cost=cost, cost_final=True, billable_units=units,
-                                        error_code=code, error_message=message)  # fmt: skip
-                return self._settle(entry, settlement, "cancelled; fal billed it" if units else "cancelled; not billed")
-            started = self._started(entry, deadline)
-            if started is False:
-                settlement = Settlement(JobState.CANCELLED, cost=Decimal(0), cost_final=True,
-                                        error_code=code, error_message=message)  # fmt: skip
-                return self._settle(entry, settlement, "cancelled before it started: not billed")
-            settlement = Settlement(JobState.CANCELLED, error_code=code, error_message=message)
-            return self._settle(entry, settlement, "cancelled while running: charged at its estimate")
-        cost = self._cost(info, units, None, dict(entry.arguments), zero=True)
-        settlement = Settlement(JobState.FAILED, cost=cost, cost_final=True, billable_units=units,
-                                error_code=code, error_message=message)  # fmt: skip
-        return self._settle(entry, settlement, "failed at fal")
+        if code != "client_cancelled" or units is not None:
+            state = JobState.CANCELLED if code == "client_cancelled" else JobState.FAILED
+            cost = self._cost(info, units, None, dict(entry.arguments), zero=True)
+            settlement = Settlement(state, cost=cost, cost_final=True, billable_units=units,
+                                    error_code=code, error_message=message)  # fmt: skip
+            return self._settle(entry, settlement, f"{state}; fal billed {units or 0} units")
+        started = self._started(entry, deadline)
+        cancelled_at = entry.finished_at or self._now()
+        if started is False or (started and self._now() - cancelled_at >= CANCELLED_UNBILLED_AFTER):
+            settlement = Settlement(JobState.CANCELLED, cost=Decimal(0), cost_final=True,
+                                    error_code=code, error_message=message)  # fmt: skip
+            why = "it never started" if started is False else "no units long after it could have run"
+            return self._settle(entry, settlement, f"cancelled; not billed ({why})")
+        settlement = Settlement(JobState.CANCELLED, error_code=code, error_message=message)
+        return self._settle(entry, settlement, "cancelled while running: charged at its estimate for now")
 
     def _started(self, entry: JobEntry, deadline: float) -> bool | None:
         """Whether fal started the job (``None``: fal's request list cannot tell)."""
@@ -279,8 +288,7 @@ class Reconciler:
             settlement = Settlement(JobState.SUCCEEDED, cost=cost, cost_final=True, result=record.json_output)
             return self._settle(entry, settlement, "result read from fal's request list")
         code = "client_cancelled" if record.status_code == 499 else f"HTTP_{record.status_code}"
-        why = f"fal's request list reports HTTP {record.status_code}"
-        return self._failed(entry, code, why, None, deadline, answered=False)
+        return self._failed(entry, code, f"fal's request list reports HTTP {record.status_code}", None, deadline)
 
     def find_submission(self, entry: JobEntry, deadline: float) -> Accepted | None:
         """The request fal received for a submission whose answer was lost, or ``None``."""

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from falwrap.testing import FakeFal, FakeModel, Fault, JobFailure, RouteToFakeFal, billable_units, queue_api
+from falwrap.testing import Behaviour, FakeFal, FakeModel, Fault, JobFailure, RouteToFakeFal, billable_units, queue_api
 from falwrap.testing.media import jpeg_bytes, png_bytes, sample_mp4
 
 DEV = "fal-ai/flux/dev"
@@ -170,7 +170,8 @@ def test_official_subscribe_raises_on_failed_job(fal: FakeFal) -> None:
     assert info.value.status_code == 422
     assert info.value.message[0]["type"] == "content_policy_violation"
     assert info.value.response_headers["x-fal-retryable"] == "false"
-    assert fal.billing == []
+    # The model ran before failing: billed for its GPU time, as fal may.
+    assert [(record.outcome, record.units) for record in fal.billing] == [("failed", 1)]
 
 
 # -- auth and routing -------------------------------------------------------------------------------
@@ -288,8 +289,8 @@ def test_max_queue_length_refuses_without_creating_a_job() -> None:
 
 
 def test_cancel_states() -> None:
-    """Cancel answers 202 for queued and running jobs (freeing the slot), 400 ALREADY_COMPLETED after, never bills."""
-    with FakeFal(concurrency=1, latency=0.3) as fal:
+    """Cancel answers 202 for queued and running jobs, 400 ALREADY_COMPLETED after; an honoured cancel never bills."""
+    with FakeFal(concurrency=1, latency=0.3, behaviour=Behaviour(cancel="honoured")) as fal:
         client = raw(fal)
         running, queued, third = submit(client), submit(client), submit(client)
         assert client.put(queued["cancel_url"]).json() == {"status": "CANCELLATION_REQUESTED"}

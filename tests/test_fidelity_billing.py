@@ -17,9 +17,9 @@ ULTRA = "fal-ai/flux-pro/v1.1-ultra"
 PRO = "fal-ai/flux-pro/v1.1"
 
 
-def test_cancel_is_honoured_by_default_and_never_billed() -> None:
-    """By default a running job stops on cancel: its runner is freed at once and nothing is billed."""
-    with FakeFal(concurrency=1, latency=0.5) as fal:
+def test_an_honoured_cancel_frees_the_runner_and_is_never_billed() -> None:
+    """With cancel='honoured' (the ideal) a running job stops on cancel: its runner is freed, nothing billed."""
+    with FakeFal(concurrency=1, latency=0.5, behaviour=Behaviour(cancel="honoured")) as fal:
         client = raw(fal)
         running = submit(client)
         queued = submit(client)
@@ -29,9 +29,10 @@ def test_cancel_is_honoured_by_default_and_never_billed() -> None:
         assert [record.request_id for record in fal.billing] == [queued["request_id"]]
 
 
-def test_ignored_cancel_runs_to_the_end_and_is_billed() -> None:
-    """With cancel='ignored' the job reads cancelled at once, keeps its runner, and is billed when the run ends."""
-    with FakeFal(concurrency=1, latency=0.6, behaviour=Behaviour(cancel="ignored")) as fal:
+def test_by_default_a_cancel_is_ignored_the_run_ends_and_is_billed() -> None:
+    """By default (as fal may) the job reads cancelled at once, keeps its runner, and is billed when the run ends."""
+    assert Behaviour().cancel == "ignored"
+    with FakeFal(concurrency=1, latency=0.6) as fal:
         client = raw(fal)
         running = submit(client)
         queued = submit(client)
@@ -56,7 +57,7 @@ def test_a_model_can_ignore_cancels_on_its_own() -> None:
     """FakeModel(cancel='ignored') bills that model's cancelled runs while the others stay honoured."""
     stubborn = FakeModel("acme/stubborn", "image", "image", Decimal("0.5"), 0.3, cancel="ignored")
     polite = FakeModel("acme/polite", "image", "image", Decimal("0.5"), 0.3)
-    with FakeFal(models={m.id: m for m in (stubborn, polite)}) as fal:
+    with FakeFal(models={m.id: m for m in (stubborn, polite)}, behaviour=Behaviour(cancel="honoured")) as fal:
         client = raw(fal)
         for model in (stubborn, polite):
             assert client.put(submit(client, model.id)["cancel_url"]).status_code == 202
@@ -65,9 +66,10 @@ def test_a_model_can_ignore_cancels_on_its_own() -> None:
         assert fal.billing[0].cost == Decimal("0.5")
 
 
-def test_failed_jobs_are_not_billed_by_default() -> None:
-    """A 422 model failure costs nothing by default and its error answer has no billable units."""
-    with FakeFal(latency=0.05) as fal:
+def test_failed_jobs_are_not_billed_with_bill_failed_jobs_off() -> None:
+    """With bill_failed_jobs=False (the ideal) a 422 model failure costs nothing; its answer has no units."""
+    assert Behaviour().bill_failed_jobs
+    with FakeFal(latency=0.05, behaviour=Behaviour(bill_failed_jobs=False)) as fal:
         fal.fail_next_jobs(1, JobFailure("content_policy_violation", status=422, retryable=False))
         client = raw(fal)
         handle = submit(client)

@@ -46,7 +46,7 @@ def test_sync_host_returns_the_output_directly() -> None:
 
 
 def test_sync_host_answers_failures_directly_and_never_retries() -> None:
-    """A failing fal.run call answers the model's error at once: no server-side retry, nothing billed."""
+    """A failing fal.run call answers the model's error at once, never retried; only the 422 (GPU ran) is billed."""
     with FakeFal(latency=0.05) as fal:
         sync = raw(fal, host="fal.run")
         fal.fail_next_jobs(1, JobFailure("content_policy_violation", status=422, retryable=False))
@@ -57,7 +57,8 @@ def test_sync_host_answers_failures_directly_and_never_retries() -> None:
         lost = sync.post(f"/{DEV}", json={"prompt": "x"})
         assert lost.status_code == 503 and lost.headers["x-fal-error-type"] == "runner_disconnected"
         shapes.check(lost.json(), shapes.REQUEST_ERROR)
-        assert fal.server_retries == 0 and fal.billing == []
+        assert fal.server_retries == 0
+        assert [(record.outcome, record.units) for record in fal.billing] == [("failed", 1)]
 
 
 def test_sync_host_is_429_when_every_runner_is_busy() -> None:

@@ -129,7 +129,8 @@ def make_runner(
     wall = datetime(2026, 12, 1, tzinfo=timezone.utc)
     return JobRunner(
         sync, http, policy=policy, per_exchange=5.0, poll_interval=0.1, status_stream=stream, platform=platform,
-        hooks=hooks, clock=clock, sleep=clock.sleep, wait=clock.sleep, wall_clock=lambda: wall + timedelta(seconds=clock() - 1000),
+        hooks=hooks, clock=clock, sleep=clock.sleep, wait=clock.sleep,
+        wall_clock=lambda: wall + timedelta(seconds=clock() - 1000),
     )  # fmt: skip
 
 

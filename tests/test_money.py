@@ -167,17 +167,50 @@ def test_ctrl_c_during_an_exchange_is_held_until_its_answer_arrives(fal: FakeFal
         _settled_equals_bill(c, fal)
 
 
-def test_a_deadline_in_the_queue_cancels_and_is_not_billed(fal: FakeFal) -> None:
+def test_a_deadline_in_the_queue_cancels_and_is_not_billed() -> None:
     """A job still queued at the deadline is cancelled, charged until reconciled, then settled at $0."""
-    fal.set_latency(5.0, DEV)
-    with _client(fal, timeouts=Timeouts(image=0.6, queue_status=0.5)) as c:
-        with pytest.raises(FalTimeoutError, match="cancelled at fal"):
-            c.image("a cat", model=DEV)
+    with set_testing(True), FakeFal(concurrency=1) as fal:
+        fal.set_latency(1.0, SCHNELL)
+        with _client(fal, timeouts=Timeouts(image=0.6, queue_status=0.5)) as c:
+            blocker = c.submit(SCHNELL, {"prompt": "keeps the only runner busy"})
+            with pytest.raises(FalTimeoutError, match="cancelled at fal"):
+                c.image("a cat", model=DEV)
+            assert c.daily_cost() == Decimal("0.025") + Decimal("0.003")
+            assert c.result(blocker, timeout=5)["images"]
+            _settled_equals_bill(c, fal)
+            assert c.daily_cost() == Decimal("0.003")
+            cancelled = next(e for e in c.ledger.journal.jobs() if e.endpoint == DEV)
+            assert cancelled.state is JobState.CANCELLED
+            assert cancelled.cost_final
+
+
+def test_a_cancel_a_running_model_ignores_is_billed_when_its_run_ends(fal: FakeFal) -> None:
+    """Cancelled while running, the model runs on and fal bills it: charged throughout, settled at the bill."""
+    fal.set_latency(0.5, DEV)
+    with _client(fal) as c:
+        handle = c.submit(DEV, {"prompt": "a cat"})
+        time.sleep(0.1)
+        assert c.cancel(handle)
         assert c.daily_cost() == Decimal("0.025")
+        assert c.reconcile().unknown == 0
+        assert c.daily_cost() == Decimal("0.025")  # no units yet: still charged at its estimate
+        time.sleep(0.6)
         _settled_equals_bill(c, fal)
-        assert c.daily_cost() == 0
-        (entry,) = c.ledger.journal.jobs()
-        assert entry.state is JobState.CANCELLED
+        assert fal.billed_total == Decimal("0.025")
+
+
+def test_a_failed_job_billed_for_gpu_time_is_charged_what_fal_billed(fal: FakeFal) -> None:
+    """A 422 after the model ran is billed by fal (its units on the error answer): the ledger matches at once."""
+    from falwrap import ModelError
+    from falwrap.testing import JobFailure
+
+    fal.fail_next_jobs(1, JobFailure("content_policy_violation", status=422, retryable=False))
+    with _client(fal) as c:
+        with pytest.raises(ModelError):
+            c.image("a cat", model=DEV, size="square_hd", num_images=2)
+        assert fal.billed_total == Decimal("0.050")
+        assert c.daily_cost() == fal.billed_total
+        _settled_equals_bill(c, fal)
 
 
 def test_many_calls_with_faults_after_completion_end_with_ledger_equal_to_bill(fal: FakeFal) -> None:
