@@ -34,7 +34,16 @@ from falwrap.errors import (
     RateLimitTimeout,
 )
 from falwrap.jobs import JobFailed, Output
-from falwrap.journal import Accepted, IdempotencyConflict, JobEntry, JobIntent, JobState, Journal, Settlement
+from falwrap.journal import (
+    Accepted,
+    IdempotencyConflict,
+    JobEntry,
+    JobIntent,
+    JobState,
+    Journal,
+    RequestTaken,
+    Settlement,
+)
 from falwrap.ledger import JournalLedger
 from falwrap.observers import CallObserver, notify
 from falwrap.plan import Plan
@@ -168,6 +177,8 @@ class Ticket:
         self.created = created
         self.started = started
         self._ended = False
+        # A submission may have reached fal and nothing has proven otherwise yet.
+        self._in_doubt = False
 
     @property
     def journal(self) -> Journal:
@@ -185,13 +196,34 @@ class Ticket:
 
     # -- SubmitListener --
 
-    def accepted(self, accepted: Accepted) -> None:
-        """fal accepted the job: journal its request id before anything else happens."""
-        self.entry = self.journal.accept(self.entry.job_id, accepted, now=self._accountant.now())
+    def accepted(self, accepted: Accepted, *, found: bool = False) -> None:
+        """fal accepted the job: journal its request id before anything else happens.
+
+        Raises:
+            RequestTaken: ``found`` (the request was only found in fal's list) and another
+                journaled job owns it.
+        """
+        try:
+            self.entry = self.journal.accept(self.entry.job_id, accepted, now=self._accountant.now())
+        except RequestTaken as exc:
+            if found:
+                raise
+            # fal's own answer names a request that another call, whose answer was lost, adopted
+            # from fal's list (the inputs were identical): that job holds its cost. This call's
+            # job is not a second one; it follows that job.
+            settlement = Settlement(JobState.NOT_SENT, error_message=f"fal's request {accepted.request_id}")
+            self.journal.finish(self.entry.job_id, settlement=settlement, now=self._accountant.now())
+            self.entry = exc.owner
+            self.created = False
 
     def ambiguous(self) -> None:
         """The submission may have reached fal: charge it until reconciled."""
+        self._in_doubt = True
         self.entry = self.journal.mark_unknown(self.entry.job_id, now=self._accountant.now())
+
+    def never_arrived(self) -> None:
+        """fal's request list proved the ambiguous submission never arrived."""
+        self._in_doubt = False
 
     def known(self, request_id: str) -> bool:
         """Whether another journaled job already owns ``request_id``."""
@@ -235,8 +267,10 @@ class Ticket:
             return
         entry = self.entry
         settlement = None
-        if self.created and entry.state is JobState.SUBMITTING:
-            # Nothing was accepted and no answer was lost: nothing can be billed.
+        nothing_sent = entry.state is JobState.SUBMITTING or (entry.state is JobState.UNKNOWN and not self._in_doubt)
+        if self.created and nothing_sent:
+            # Nothing was accepted, and no answer was lost that fal's request list has not
+            # accounted for: nothing can be billed.
             settlement = Settlement(JobState.NOT_SENT, error_code=error_code(error), error_message=str(error))
         cost = Decimal(0) if settlement is not None or not entry.charged else entry.cost
         request_id = entry.request_id or getattr(error, "request_id", None)

@@ -38,8 +38,8 @@ from falwrap.errors import (
 )
 from falwrap.following import DeadlinePassed, Follower, JobStatusParseError
 from falwrap.interrupts import deferred_interrupt
-from falwrap.journal import Accepted
-from falwrap.platform import PlatformApi, PlatformUnavailable, canonical_json
+from falwrap.journal import Accepted, RequestTaken
+from falwrap.platform import PlatformApi, PlatformUnavailable, RequestRecord, canonical_json
 from falwrap.results import JobStatus, Progress
 from falwrap.retry import RetryHook, RetryPolicy
 from falwrap.transport import DeadlineExceeded, ExchangeError, budget
@@ -72,8 +72,12 @@ RESOLVE_WAIT = 3.0
 #: Polls of the request list while waiting for it to catch up.
 RESOLVE_POLL = 0.5
 
-#: Slack on the clocks when asking which requests arrived after a submission was sent.
-CLOCK_SKEW = timedelta(seconds=30)
+#: A request in fal's list that matches a lost submission is adopted only once it has stayed
+#: unowned this long: the call that really sent it journals its answer within milliseconds.
+ADOPT_AFTER = 0.3
+
+#: Slack on the clocks (ours and fal's) when asking which requests arrived around a submission.
+CLOCK_SKEW = timedelta(seconds=10)
 
 #: fal accepts start timeouts above this many seconds only.
 MIN_START_TIMEOUT = 1.0
@@ -160,11 +164,18 @@ class Output:
 class SubmitListener(Protocol):
     """Told what happens to a submission, so the caller can journal it before anything else."""
 
-    def accepted(self, accepted: Accepted) -> None:
-        """fal accepted the job (or a lost submission was found in fal's request list)."""
+    def accepted(self, accepted: Accepted, *, found: bool = False) -> None:
+        """fal accepted the job: its answer said so, or (``found``) fal's request list showed it.
+
+        Raises:
+            RequestTaken: ``found``, and another journaled job already owns that request.
+        """
 
     def ambiguous(self) -> None:
         """The submission may have reached fal; no answer came back."""
+
+    def never_arrived(self) -> None:
+        """fal's request list shows the ambiguous submission never arrived (nothing runs at fal for it)."""
 
     def known(self, request_id: str) -> bool:
         """Whether ``request_id`` already belongs to another journaled job (never adopt it twice)."""
@@ -284,7 +295,8 @@ class JobRunner:
             if interrupt.pending:
                 raise KeyboardInterrupt
             accepted = self._resolve(spec, listener, sent_at, lost, attempts)
-        listener.accepted(accepted)
+        else:
+            listener.accepted(accepted)
         logger.debug("[falwrap] submitted %s as request %s", spec.endpoint, accepted.request_id)
         if interrupt.pending:
             self.cancel_quietly(accepted, spec.endpoint)
@@ -327,22 +339,56 @@ class JobRunner:
         if self._platform is None:
             raise self._ambiguous(what + ", and falwrap has no way to ask fal which requests it received.", attempts)
         wanted = canonical_json(dict(spec.arguments))
-        until = min(spec.deadline, self.clock() + RESOLVE_WAIT)
+        taken: set[str] = set()
+        # When a candidate was first seen unowned: a live call journals its own answer within
+        # milliseconds, so one still unowned after ADOPT_AFTER is nobody else's.
+        first_seen: dict[str, float] = {}
+
+        def ours(record: RequestRecord) -> bool:
+            return (
+                record.request_id not in taken
+                and canonical_json(record.json_input) == wanted
+                and not listener.known(record.request_id)
+            )
+
+        # Look again while the list may still lag behind the queue; each look may take the
+        # time the call has left (a busy endpoint's list is long), the looking stops at RESOLVE_WAIT.
+        stop_looking = self.clock() + RESOLVE_WAIT
         while True:
+            window_end = self._wall_clock() + CLOCK_SKEW
             try:
-                records = self._platform.requests(spec.endpoint, deadline=until, start=sent_at - CLOCK_SKEW)
+                records = self._platform.requests(
+                    spec.endpoint, deadline=spec.deadline, start=sent_at - CLOCK_SKEW, end=window_end, until=ours
+                )
             except PlatformUnavailable as exc:
                 if self._resubmit_ambiguous:
                     msg = f"{what}; fal's request list could not tell ({exc.reason}); resubmitting as configured."
                     raise FalConnectionError(msg, retryable=True, attempts=attempts) from exc
                 why = f"{what}, and fal's request list could not tell ({exc.reason})."
                 raise self._ambiguous(why, attempts) from exc
+            now = self.clock()
+            waiting = False
             for record in records:
-                if canonical_json(record.json_input) == wanted and not listener.known(record.request_id):
-                    return queue_urls(spec.endpoint, record.request_id)
-            if self.clock() + RESOLVE_POLL >= until:
+                if not ours(record):
+                    continue
+                if now - first_seen.setdefault(record.request_id, now) < ADOPT_AFTER:
+                    waiting = True
+                    continue
+                candidate = queue_urls(spec.endpoint, record.request_id)
+                try:
+                    listener.accepted(candidate, found=True)
+                except RequestTaken:
+                    taken.add(record.request_id)
+                    continue
+                return candidate
+            pause = ADOPT_AFTER if waiting else RESOLVE_POLL
+            if not waiting and self.clock() + pause >= min(stop_looking, spec.deadline):
                 break
-            self.wait(RESOLVE_POLL)
+            if self.clock() + pause >= spec.deadline:
+                why = f"{what}, and the call's deadline came before fal's request list could tell."
+                raise self._ambiguous(why, attempts)
+            self.wait(pause)
+        listener.never_arrived()
         msg = f"{what}; fal's request list shows it never arrived: nothing runs at fal for it."
         return self._raise_retryable(msg, attempts)
 

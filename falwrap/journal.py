@@ -49,6 +49,7 @@ __all__ = [
     "JobIntent",
     "JobState",
     "Journal",
+    "RequestTaken",
     "Settlement",
     "fingerprint",
 ]
@@ -94,6 +95,18 @@ def fingerprint(endpoint: str, arguments: Mapping[str, Any]) -> str:
     """
     canonical = json.dumps([endpoint, arguments], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class RequestTaken(Exception):
+    """A request id is already another journaled job's (journal-internal).
+
+    Two jobs with identical inputs can both find the same request in fal's request
+    list; only one may own it, or its cost would be counted twice.
+    """
+
+    def __init__(self, owner: JobEntry) -> None:
+        super().__init__(owner.request_id)
+        self.owner = owner
 
 
 class IdempotencyConflict(Exception):
@@ -314,6 +327,10 @@ class Journal(Protocol):
 
         Also valid for an ``UNKNOWN`` job whose request was found later. A job
         already terminal keeps its state (only missing ids are filled in).
+
+        Raises:
+            RequestTaken: another job already owns this request id (nothing changes).
+            KeyError: no such job.
         """
         ...
 

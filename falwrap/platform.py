@@ -48,6 +48,10 @@ class PlatformUnavailable(Exception):
         self.reason = reason
 
 
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 def _time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
@@ -149,7 +153,9 @@ class PlatformApi:
         *,
         deadline: float,
         start: datetime | None = None,
+        end: datetime | None = None,
         request_id: str | None = None,
+        until: Callable[[RequestRecord], bool] | None = None,
     ) -> list[RequestRecord]:
         """The requests fal recorded for ``endpoint_id`` (with payloads), oldest first.
 
@@ -157,7 +163,10 @@ class PlatformApi:
             endpoint_id: The endpoint, e.g. ``fal-ai/flux/dev``.
             deadline: Monotonic time after which no exchange starts.
             start: Only requests sent at or after this time.
+            end: Only requests sent before this time.
             request_id: Only this request.
+            until: Stop reading pages once a request satisfies this (a busy endpoint can
+                list thousands of requests in a minute: read no more than needed).
 
         Raises:
             PlatformUnavailable: fal could not answer (after retries), refused the key, or
@@ -165,7 +174,9 @@ class PlatformApi:
         """
         params: dict[str, str] = {"endpoint_id": endpoint_id, "expand": "payloads", "limit": "100"}
         if start is not None:
-            params["start"] = start.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+            params["start"] = _iso(start)
+        if end is not None:
+            params["end"] = _iso(end)
         if request_id is not None:
             params["request_id"] = request_id
         found: list[RequestRecord] = []
@@ -182,6 +193,8 @@ class PlatformApi:
                         found.append(RequestRecord.from_json(item))
                     except ValueError:
                         continue
+            if until is not None and any(until(record) for record in found):
+                break
             cursor = page.get("next_cursor") if page.get("has_more") else None
             if not isinstance(cursor, str) or not cursor:
                 break

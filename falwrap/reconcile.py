@@ -31,7 +31,7 @@ from falwrap.catalog import ModelInfo
 from falwrap.errors import BackendUnavailableError, FalApiError, NotFoundError
 from falwrap.following import DeadlinePassed
 from falwrap.jobs import JobRunner, queue_urls
-from falwrap.journal import OPEN_STATES, Accepted, JobEntry, JobState, Journal, Settlement
+from falwrap.journal import OPEN_STATES, Accepted, JobEntry, JobState, Journal, RequestTaken, Settlement
 from falwrap.platform import PlatformApi, PlatformUnavailable, RequestRecord, canonical_json
 from falwrap.records import CallRecord
 
@@ -43,8 +43,8 @@ logger = logging.getLogger("falwrap")
 #: (the list lags the queue by seconds, not minutes).
 NOT_ARRIVED_AFTER = timedelta(minutes=2)
 
-#: Slack on the clocks when asking which requests arrived after a submission was sent.
-CLOCK_SKEW = timedelta(seconds=30)
+#: Slack on the clocks (ours and fal's) when asking which requests arrived after a submission was sent.
+CLOCK_SKEW = timedelta(seconds=10)
 
 #: A cancelled job whose answer still carries no billable units this long after it was
 #: cancelled was not billed: any run the cancel did not stop has ended by then (the longest
@@ -209,7 +209,10 @@ class Reconciler:
                     settlement = Settlement(JobState.NOT_SENT, error_code="NOT_SENT", error_message=why)
                     return self._settle(entry, settlement, "fal never received it")
                 return self._result(entry, entry, "not in fal's request list yet")
-            entry = self._journal.accept(entry.job_id, found, now=self._now())
+            try:
+                entry = self._journal.accept(entry.job_id, found, now=self._now())
+            except RequestTaken:
+                return self._result(entry, entry, "the request fal shows belongs to another job now")
         accepted = entry.accepted
         assert accepted is not None
         try:
@@ -293,14 +296,19 @@ class Reconciler:
     def find_submission(self, entry: JobEntry, deadline: float) -> Accepted | None:
         """The request fal received for a submission whose answer was lost, or ``None``."""
         wanted = canonical_json(dict(entry.arguments))
-        records: list[RequestRecord] = self._platform.requests(
-            entry.endpoint, deadline=deadline, start=entry.created_at - CLOCK_SKEW
+
+        def ours(record: RequestRecord) -> bool:
+            if canonical_json(record.json_input) != wanted:
+                return False
+            owner = self._journal.find(record.request_id)
+            return owner is None or owner.job_id == entry.job_id
+
+        records = self._platform.requests(
+            entry.endpoint, deadline=deadline, start=entry.created_at - CLOCK_SKEW, until=ours
         )
         for record in records:
-            if canonical_json(record.json_input) == wanted:
-                owner = self._journal.find(record.request_id)
-                if owner is None or owner.job_id == entry.job_id:
-                    return queue_urls(entry.endpoint, record.request_id)
+            if ours(record):
+                return queue_urls(entry.endpoint, record.request_id)
         return None
 
     def _settle(self, entry: JobEntry, settlement: Settlement, note: str) -> ReconciledJob:

@@ -12,6 +12,7 @@ process or host sharing the store) does not submit again. It:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 from falwrap.accounting import owner_gone
 from falwrap.errors import ModelError
 from falwrap.jobs import RESOLVE_WAIT, JobFailed, JobRunner, JobSpec, Output
-from falwrap.journal import JobEntry, JobState
+from falwrap.journal import JobEntry, JobState, RequestTaken
 from falwrap.platform import PlatformUnavailable
 
 if TYPE_CHECKING:
@@ -110,7 +111,8 @@ def replay(
             except PlatformUnavailable as exc:
                 raise runner.ambiguous_for_key(spec.endpoint, exc.reason) from exc
             if found is not None:
-                ticket.accepted(found)
+                with contextlib.suppress(RequestTaken):
+                    ticket.accepted(found, found=True)
                 continue
             if not waited_for_list:
                 # fal's request list lags the queue by seconds: look again once it has caught up.

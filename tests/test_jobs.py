@@ -107,11 +107,14 @@ class Listener:
         self.events: list[str] = []
         self.known_ids: set[str] = set()
 
-    def accepted(self, accepted: Accepted) -> None:
-        self.events.append(f"accepted {accepted.request_id}")
+    def accepted(self, accepted: Accepted, *, found: bool = False) -> None:
+        self.events.append(f"{'found' if found else 'accepted'} {accepted.request_id}")
 
     def ambiguous(self) -> None:
         self.events.append("ambiguous")
+
+    def never_arrived(self) -> None:
+        self.events.append("never arrived")
 
     def known(self, request_id: str) -> bool:
         return request_id in self.known_ids
@@ -280,7 +283,7 @@ def test_a_lost_answer_is_found_in_fals_request_list_and_adopted() -> None:
     accepted = runner.submit(job, listener)
     assert accepted.request_id == "r-found"
     assert accepted.status_url == f"{QUEUE}/fal-ai/flux/requests/r-found/status"
-    assert listener.events == ["ambiguous", "accepted r-found"]
+    assert listener.events == ["ambiguous", "found r-found"]
     assert fal.count("POST") == 1
 
 
@@ -300,8 +303,10 @@ def test_a_lost_answer_fal_never_received_is_safe_to_resend() -> None:
     clock = FakeClock()
     fal = ScriptedFal(clock, submit_fault="reset", platform=[_platform_item({"prompt": "someone else"})])
     runner = make_runner(fal)
+    listener = Listener()
     with pytest.raises(FalConnectionError, match="never arrived: nothing runs at fal") as info:
-        runner.submit(spec(clock), Listener())
+        runner.submit(spec(clock), listener)
+    assert listener.events == ["ambiguous", "never arrived"]
     assert info.value.retryable
     assert info.value.error_code == "SUBMISSION_LOST"
     assert fal.count("GET", "/by-endpoint") >= 3  # looked again while the list could lag

@@ -31,6 +31,7 @@ from falwrap.journal import (
     JobEntry,
     JobIntent,
     JobState,
+    RequestTaken,
     Settlement,
 )
 from falwrap.limiter import ConcurrencyLimit, LeakyBucket
@@ -155,6 +156,9 @@ class MemoryJournal:
         """See :meth:`falwrap.journal.Journal.accept`."""
         with self._lock:
             entry = self._get(job_id)
+            owner = self._by_request.get(accepted.request_id)
+            if owner is not None and owner != job_id and owner in self._jobs:
+                raise RequestTaken(self._jobs[owner])
             new = apply_acceptance(entry, accepted, now)
             if new is None:
                 return entry

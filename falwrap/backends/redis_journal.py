@@ -76,6 +76,7 @@ from falwrap.journal import (
     JobEntry,
     JobIntent,
     JobState,
+    RequestTaken,
     Settlement,
 )
 from falwrap.money import from_micros, to_micros
@@ -336,6 +337,9 @@ class RedisJournal:
                 self.duration_window,
             ]
         )
+        if isinstance(done, (bytes, str)):
+            owner, _ = self._read(_text(done))
+            raise RequestTaken(owner)
         return bool(done)
 
     @typed_redis_errors

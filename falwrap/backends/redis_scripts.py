@@ -157,7 +157,8 @@ return {'ok'}
 #: created (us), finished (us, '' unless it just finished), request id ('' none),
 #: held delta, charged delta, job day, endpoint, day ttl, record JSON ('' none),
 #: record day, record model, success 1/0, duration, max records, window.
-#: Returns 1, or 0 when the version moved (the caller reads again and retries).
+#: Returns 1, 0 when the version moved (the caller reads again and retries), or the id of
+#: the job that already owns the request id (nothing written: one owner per request).
 COMMIT = (
     _HELPERS
     + """
@@ -165,6 +166,12 @@ local id = ARGV[2]
 local job = P .. 'job:' .. id
 if redis.call('HGET', job, 'v') ~= ARGV[3] then
   return 0
+end
+if ARGV[10] ~= '' then
+  local owner = redis.call('HGET', P .. 'requests', ARGV[10])
+  if owner and owner ~= id and redis.call('EXISTS', P .. 'job:' .. owner) == 1 then
+    return owner
+  end
 end
 redis.call('HSET', job, 'json', ARGV[4], 'state', ARGV[5])
 redis.call('HINCRBY', job, 'v', 1)

@@ -282,6 +282,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX falwrap_leases_expiry ON falwrap_leases (namespace, expires_us)",
         ),
     ),
+    Migration(
+        4,
+        "one job per fal request id: a request found in fal's list is adopted by one job only",
+        (
+            "DROP INDEX falwrap_jobs_request",
+            """CREATE UNIQUE INDEX falwrap_jobs_request ON falwrap_jobs (namespace, request_id)
+                WHERE request_id IS NOT NULL""",
+        ),
+    ),
 )
 
 #: The schema version this falwrap writes and reads.

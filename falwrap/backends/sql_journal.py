@@ -35,6 +35,7 @@ from falwrap.journal import (
     JobEntry,
     JobIntent,
     JobState,
+    RequestTaken,
     Settlement,
 )
 from falwrap.money import from_micros, to_micros
@@ -52,6 +53,9 @@ _JOB_COLUMNS = (
 )
 _SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM falwrap_jobs WHERE namespace = ? AND job_id = ?"
 _LOCK_JOB = _SELECT_JOB + "{for_update}"
+
+_OWNER_OF_REQUEST = f"""SELECT {_JOB_COLUMNS} FROM falwrap_jobs
+    WHERE namespace = ? AND request_id = ? AND job_id <> ? LIMIT 1"""
 
 _INSERT_JOB = """INSERT INTO falwrap_jobs (namespace, job_id, endpoint, operation, arguments, fingerprint,
     estimate, owner, created_us, day, state, cost, idempotency_key, key_expires_us, webhook_url)
@@ -328,6 +332,12 @@ class SqlJournal:
         """See :meth:`falwrap.journal.Journal.accept`."""
         with self._db.write() as conn:
             entry = self._locked(conn, job_id)
+            # One owner per request id: the named lock serialises the check and the write across
+            # hosts (PostgreSQL), the unique index catches anything else.
+            self._d.lock(conn, f"{self._ns}:requests")
+            taken = conn.execute(self._d.sql(_OWNER_OF_REQUEST), (self._ns, accepted.request_id, job_id)).fetchone()
+            if taken is not None:
+                raise RequestTaken(_entry(taken))
             new = apply_acceptance(entry, accepted, now)
             if new is None:
                 return entry

@@ -11,7 +11,16 @@ from typing import Any
 import pytest
 
 from falwrap.errors import BudgetExceededError
-from falwrap.journal import Accepted, IdempotencyConflict, JobIntent, JobState, Journal, Settlement, fingerprint
+from falwrap.journal import (
+    Accepted,
+    IdempotencyConflict,
+    JobIntent,
+    JobState,
+    Journal,
+    RequestTaken,
+    Settlement,
+    fingerprint,
+)
 from falwrap.records import CallRecord
 from tests.contract.stores import StoreFactory
 
@@ -199,6 +208,21 @@ def test_accept_on_a_settled_job_only_fills_missing_ids(store: StoreFactory) -> 
     assert after.state is JobState.FAILED
     assert after.request_id == "rid-late"
     assert after.cost == Decimal("0.01")
+
+
+def test_a_request_id_has_one_owner(store: StoreFactory) -> None:
+    """Two jobs cannot both own one fal request: the second acceptance is refused and changes nothing."""
+    a, b = store.journal(), store.journal()
+    first, _ = a.open_job(intent("0.025"), budget=None, now=T0)
+    second, _ = b.open_job(intent("0.025"), budget=None, now=T0)
+    a.accept(first.job_id, accepted("shared"), now=T0)
+    b.mark_unknown(second.job_id, now=T0)
+    with pytest.raises(RequestTaken) as info:
+        b.accept(second.job_id, accepted("shared"), now=T0)
+    assert info.value.owner.job_id == first.job_id
+    assert b.get(second.job_id).state is JobState.UNKNOWN  # type: ignore[union-attr]
+    assert b.find("shared").job_id == first.job_id  # type: ignore[union-attr]
+    a.accept(first.job_id, accepted("shared"), now=T0)  # its own request: fine, no change
 
 
 def test_unknown_jobs_are_refused(store: StoreFactory) -> None:
