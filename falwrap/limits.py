@@ -35,6 +35,7 @@ __all__ = [
     "check_lease",
     "check_rate",
     "check_timeout",
+    "check_wait_bound",
     "concurrency_timeout",
     "limiter_wait_at_most",
     "rate_timeout",
@@ -203,6 +204,18 @@ class ConcurrencyLimiter(Protocol):
 _WAIT_BOUND: contextvars.ContextVar[float | None] = contextvars.ContextVar("falwrap_limiter_wait", default=None)
 
 
+def check_wait_bound(seconds: float, name: str = "seconds") -> float:
+    """A bound on limiter waits as a float, or ConfigurationError naming ``name``.
+
+    Raises:
+        ConfigurationError: ``seconds`` is not a finite number of at least 0.
+    """
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0:
+        msg = f"{name}={seconds!r} is not valid: expected a finite number of seconds, at least 0, such as 10."
+        raise ConfigurationError(msg, variable=name)
+    return float(seconds)
+
+
 @contextlib.contextmanager
 def limiter_wait_at_most(seconds: float, *, name: str = "seconds") -> Iterator[None]:
     """Calls made in the block wait at most ``seconds`` for the rate limiter and a concurrency place.
@@ -226,11 +239,9 @@ def limiter_wait_at_most(seconds: float, *, name: str = "seconds") -> Iterator[N
     Raises:
         ConfigurationError: ``seconds`` is not a finite number of at least 0.
     """
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0:
-        msg = f"{name}={seconds!r} is not valid: expected a finite number of seconds, at least 0, such as 10."
-        raise ConfigurationError(msg, variable=name)
+    seconds = check_wait_bound(seconds, name)
     outer = _WAIT_BOUND.get()
-    token = _WAIT_BOUND.set(float(seconds) if outer is None else min(outer, float(seconds)))
+    token = _WAIT_BOUND.set(seconds if outer is None else min(outer, seconds))
     try:
         yield
     finally:

@@ -33,7 +33,7 @@ from celery import Celery
 from contrib_celery_app import make_app
 from contrib_helpers import AMBIENT
 
-from falwrap import ConfigurationError, FalConfig, InvalidInputError, RateLimitTimeout
+from falwrap import ConfigurationError, FalConfig, InvalidInputError
 from falwrap.backends import open_store
 from falwrap.backends.base import Store
 from falwrap.contrib import celery as fal_celery
@@ -412,23 +412,26 @@ def test_an_explicit_idempotency_key_is_refused(local_app: Celery, fake_fal: Fak
     assert fake_fal.counters["submit"] == 0
 
 
-def test_called_directly_a_long_limiter_wait_raises_instead_of_retrying(fake_fal: FakeFal) -> None:
-    """Outside a worker there is nothing to retry: the call raises RateLimitTimeout at once, nothing sent."""
+def test_called_directly_or_eagerly_a_task_waits_for_the_limiter_instead_of_retrying(fake_fal: FakeFal) -> None:
+    """Outside a worker there is no slot to free: a wait over ``fal_max_wait`` is waited out, not retried."""
     from falwrap import RateLimitConfig
 
-    rate = RateLimitConfig(requests_per_minute=6, burst=1)
+    rate = RateLimitConfig(requests_per_minute=60, burst=1)
     fal_celery.configure(FalConfig(api_key=fake_fal.key, base_url=fake_fal.url, rate_limit=rate))
     app = Celery("falwrap_direct", set_as_current=False)
     try:
 
-        @app.task(base=FalTask, bind=True, fal_max_wait=0.5)
+        @app.task(base=FalTask, bind=True, fal_max_wait=0.1)
         def hasty(self: FalTask) -> object:
             return self.fal.image("a cat", model=SCHNELL)
 
         hasty()
-        with pytest.raises(RateLimitTimeout):
-            hasty()
-        assert fake_fal.submissions == 1
+        started = time.monotonic()
+        direct = hasty()
+        eager = hasty.apply(task_id="task-eager").get()
+        assert time.monotonic() - started >= 1.5  # two slots 1 s apart, waited for
+        assert direct["request_id"] != eager["request_id"]
+        assert fake_fal.submissions == 3
     finally:
         app.close()
         fal_celery.configure(None)

@@ -55,7 +55,7 @@ from falwrap.config import FalConfig
 from falwrap.contrib import _common
 from falwrap.errors import ConfigurationError, InvalidInputError, RateLimitTimeout
 from falwrap.journal import JobState
-from falwrap.limits import limiter_wait_at_most
+from falwrap.limits import check_wait_bound, limiter_wait_at_most
 from falwrap.results import ImageResult, VideoResult
 
 __all__ = ["FalTask", "TaskCalls", "configure", "get_client", "summary"]
@@ -215,8 +215,9 @@ class FalTask(celery.Task):  # type: ignore[misc]
 
     See the module docstring. Set the attributes below on the task
     (``@app.task(base=FalTask, bind=True, fal_max_wait=30)``) or a subclass.
-    Called directly (not through a worker) a task has no id: its calls have no
-    idempotency key and a long limiter wait raises ``RateLimitTimeout``.
+    Run eagerly (``apply()``, ``task_always_eager``) or called directly, a task holds
+    no worker: its calls wait for the limiter as any client call does. Called directly
+    it has no task id, so its calls have no idempotency key.
     """
 
     acks_late = True
@@ -270,6 +271,7 @@ class FalTask(celery.Task):  # type: ignore[misc]
             ConfigurationError: ``fal_max_wait`` or ``fal_max_deferrals`` is invalid.
             InvalidInputError: ``idempotency_key`` was passed (the task id is the key).
         """
+        max_wait = check_wait_bound(self.fal_max_wait, "fal_max_wait")
         deferrals = self.fal_max_deferrals
         if not isinstance(deferrals, int) or isinstance(deferrals, bool) or deferrals < 0:
             msg = f"fal_max_deferrals={deferrals!r} is not valid: expected a whole number of at least 0."
@@ -277,10 +279,13 @@ class FalTask(celery.Task):  # type: ignore[misc]
         if "idempotency_key" in kwargs:
             msg = "idempotency_key: a FalTask's calls are keyed by the task id; call get_client() for your own keys."
             raise InvalidInputError(msg, field="idempotency_key")
-        with limiter_wait_at_most(self.fal_max_wait, name="fal_max_wait"):
-            key = self.next_idempotency_key()
+        key = self.next_idempotency_key()
+        if self.request.called_directly or self.request.is_eager:
+            # No worker slot to give back, and an eager retry would run again at once: wait as any call does.
+            return call(key)
+        with limiter_wait_at_most(max_wait, name="fal_max_wait"):
             try:
                 return call(key)
             except RateLimitTimeout as exc:
-                countdown = exc.wait if exc.wait is not None else max(1.0, float(self.fal_max_wait))
+                countdown = exc.wait if exc.wait is not None else max(1.0, max_wait)
                 raise self.retry(countdown=countdown, exc=exc, max_retries=deferrals) from exc
