@@ -64,9 +64,28 @@ _T = TypeVar("_T")
 
 logger = logging.getLogger("falwrap")
 
-_lock = threading.Lock()
-#: "config": the configured FalConfig (absent: read the environment); "client": (pid, FalClient).
-_state: dict[str, Any] = {}
+
+class _Process:
+    """This process's client (with the pid that built it) and the settings to build one with."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.config: FalConfig | None = None
+        self.client: tuple[int, FalClient] | None = None
+
+    def after_fork_in_child(self) -> None:
+        # A lock held by another thread of the parent at fork time would stay held in the child.
+        self.lock = threading.Lock()
+
+    def take_client(self) -> tuple[int, FalClient] | None:
+        with self.lock:
+            built, self.client = self.client, None
+        return built
+
+
+_process = _Process()
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Windows
+    os.register_at_fork(after_in_child=_process.after_fork_in_child)
 
 
 def configure(config: FalConfig | None) -> None:
@@ -86,10 +105,9 @@ def configure(config: FalConfig | None) -> None:
     if given is not None and not isinstance(given, FalConfig):
         msg = f"config={given!r} is not valid: expected a falwrap.FalConfig or None."
         raise ConfigurationError(msg, variable="config")
-    with _lock:
-        _state["config"] = config
-        built = _state.pop("client", None)
-    _close(built)
+    with _process.lock:
+        _process.config = config
+    _close(_process.take_client())
 
 
 def get_client() -> FalClient:
@@ -105,25 +123,21 @@ def get_client() -> FalClient:
         ConfigurationError: no API key, an invalid setting, or the store does not answer.
     """
     pid = os.getpid()
-    built = _state.get("client")
+    built = _process.client
     if built is not None and built[0] == pid:
-        client: FalClient = built[1]
-        return client
-    with _lock:
-        built = _state.get("client")
+        return built[1]
+    with _process.lock:
+        built = _process.client
         if built is None or built[0] != pid:
-            config = _state.get("config")
-            if config is None:
-                config = FalConfig.from_env(_common.env_file_setting(...))
+            config = _process.config or FalConfig.from_env(_common.env_file_setting(...))
             if config.store_url.startswith("memory"):
                 logger.warning(
-                    "[falwrap] FALWRAP_STORE_URL is not set: task ids bind fal jobs in this worker process "
-                    "only, so a task redelivered to another worker pays again. Set it to a redis://, "
-                    "postgresql:// or sqlite:/// store every worker shares."
+                    "[falwrap] the store is memory: (FALWRAP_STORE_URL is unset): task ids bind fal jobs in "
+                    "this worker process only, so a task redelivered to another worker pays again. Set it to "
+                    "a redis://, postgresql:// or sqlite:/// store every worker shares."
                 )
-            built = _state["client"] = (pid, FalClient(config))
-        client = built[1]
-        return client
+            built = _process.client = (pid, FalClient(config))
+        return built[1]
 
 
 def _close(built: tuple[int, FalClient] | None) -> None:
@@ -134,14 +148,12 @@ def _close(built: tuple[int, FalClient] | None) -> None:
 
 def _on_process_shutdown(**_: Any) -> None:
     """A prefork child exits: close its client (its open jobs become reconcilable at once)."""
-    with _lock:
-        built = _state.pop("client", None)
-    _close(built)
+    _close(_process.take_client())
 
 
 def _on_worker_shutdown(**_: Any) -> None:
     """The worker exits (solo and thread pools run tasks in this process): close the client."""
-    _on_process_shutdown()
+    _close(_process.take_client())
 
 
 signals.worker_process_shutdown.connect(_on_process_shutdown, weak=False)
