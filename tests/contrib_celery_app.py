@@ -37,6 +37,8 @@ def make_app(env: Mapping[str, str]) -> Celery:
         result_backend_transport_options={"global_keyprefix": f"{prefix}:"},
         result_extended=True,
         worker_prefetch_multiplier=1,
+        # No broadcast queues or exchanges left behind on the shared broker.
+        worker_enable_remote_control=False,
         broker_connection_retry_on_startup=True,
         task_serializer="json",
         result_serializer="json",

@@ -174,6 +174,7 @@ def setup(request: pytest.FixtureRequest, redis_url: str, redis_client: Any, tmp
             if broker.startswith("amqp"):
                 with app.connection_for_write() as conn:
                     conn.default_channel.queue_delete(prefix)
+                    conn.default_channel.exchange_delete(prefix)
             app.close()
             store.close()
             for pattern in (f"{prefix}*", f"falwrap:{config.key_fingerprint}:*"):
