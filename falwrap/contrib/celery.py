@@ -12,7 +12,7 @@ Make a task with ``base=FalTask`` and call fal through ``self.fal``::
         return self.fal.image(prompt, model="fal-ai/flux/schnell")
 
     make_image.delay("a lighthouse at dusk").get()
-    # {"request_id": "...", "model": "fal-ai/flux/schnell", "cost_usd": "0.003",
+    # {"request_id": "...", "model": "fal-ai/flux/schnell", "cost_usd": "0.003000",
     #  "urls": ["https://..."], "state": "succeeded"}
 
 What :class:`FalTask` adds:
@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import celery
@@ -214,7 +214,7 @@ class TaskCalls:
         """:meth:`FalClient.video <falwrap.FalClient.video>` with the task's key. Raises as :meth:`image`."""
         return self._task.fal_call(lambda key: get_client().video(prompt, idempotency_key=key, **kwargs), kwargs)
 
-    def run(self, model_id: str, arguments: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    def run(self, model_id: str, arguments: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
         """:meth:`FalClient.run <falwrap.FalClient.run>` with the task's key. Raises as :meth:`image`."""
         return self._task.fal_call(
             lambda key: get_client().run(model_id, arguments, idempotency_key=key, **kwargs), kwargs
