@@ -25,7 +25,7 @@ from falwrap.following import DeadlinePassed
 from falwrap.jobs import JobFailed, JobRunner, JobSpec, Output, RequestOptions
 from falwrap.journal import Accepted, JobEntry, JobState, Settlement
 from falwrap.limiter import LeaseKeeper, Limiter
-from falwrap.limits import Slot
+from falwrap.limits import Slot, within_wait_bound
 from falwrap.plan import Plan
 from falwrap.reconcile import Reconciler
 from falwrap.records import CallRecord
@@ -121,7 +121,7 @@ class Calls:
         def attempt() -> Output:
             slot = self._acquire(spec.deadline)
             try:
-                self._limiter.rate.acquire(timeout=max(0.0, spec.deadline - runner.clock()))
+                self._limiter.rate.acquire(timeout=within_wait_bound(max(0.0, spec.deadline - runner.clock())))
                 try:
                     accepted = runner.submit(spec, ticket, attempts=next(tries))
                 except DeadlinePassed as exc:
@@ -264,7 +264,7 @@ class Calls:
         cap = self._limiter.concurrency
         if cap is None:
             return None
-        slot = cap.acquire(timeout=max(0.0, deadline - self._runner.clock()))
+        slot = cap.acquire(timeout=within_wait_bound(max(0.0, deadline - self._runner.clock())))
         self._leases.hold(slot)
         return slot
 

@@ -6,6 +6,9 @@ shared store (:mod:`falwrap.backends`):
 * :class:`RateLimiter` -- ``acquire(timeout=None) -> float`` and ``try_acquire() -> float``.
 * :class:`ConcurrencyLimiter` -- ``acquire(timeout=None) -> Slot``.
 
+:func:`limiter_wait_at_most` bounds how long the calls made in a block wait for
+either, so a task queue can put a task off instead of holding its worker.
+
 The validators and error messages live here once, so that every implementation
 refuses the same values with the same words.
 """
@@ -13,7 +16,10 @@ refuses the same values with the same words.
 from __future__ import annotations
 
 import abc
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 from falwrap.errors import ConfigurationError, RateLimitTimeout
@@ -29,8 +35,11 @@ __all__ = [
     "check_lease",
     "check_rate",
     "check_timeout",
+    "check_wait_bound",
     "concurrency_timeout",
+    "limiter_wait_at_most",
     "rate_timeout",
+    "within_wait_bound",
 ]
 
 _S = TypeVar("_S", bound="Slot")
@@ -185,3 +194,61 @@ class ConcurrencyLimiter(Protocol):
             RateLimitTimeout: no place came free within ``timeout``.
         """
         ...
+
+
+# --- A bound on limiter waits, per context -------------------------------------------------------
+
+#: The longest a call in this context may wait for the rate limiter or a concurrency place.
+#: A context variable, not a client setting: one worker's threads (or Celery tasks) share a
+#: client, and each decides for itself whether it can afford to wait.
+_WAIT_BOUND: contextvars.ContextVar[float | None] = contextvars.ContextVar("falwrap_limiter_wait", default=None)
+
+
+def check_wait_bound(seconds: float, name: str = "seconds") -> float:
+    """A bound on limiter waits as a float, or ConfigurationError naming ``name``.
+
+    Raises:
+        ConfigurationError: ``seconds`` is not a finite number of at least 0.
+    """
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds) or seconds < 0:
+        msg = f"{name}={seconds!r} is not valid: expected a finite number of seconds, at least 0, such as 10."
+        raise ConfigurationError(msg, variable=name)
+    return float(seconds)
+
+
+@contextlib.contextmanager
+def limiter_wait_at_most(seconds: float, *, name: str = "seconds") -> Iterator[None]:
+    """Calls made in the block wait at most ``seconds`` for the rate limiter and a concurrency place.
+
+    A longer wait raises :class:`~falwrap.errors.RateLimitTimeout` instead: at once for the
+    rate limiter, which decides before reserving (``wait`` holds the seconds until the slot,
+    and no slot is taken or lost), and after ``seconds`` for a concurrency place (``wait`` is
+    ``None``). Nothing is sent to fal; an idempotency key used in the call stays free for
+    the next attempt. The bound holds for the current thread (or asyncio task) only, and
+    nested blocks keep the shorter bound.
+
+    Example::
+
+        with limiter_wait_at_most(5):
+            client.image("a lighthouse")   # RateLimitTimeout if the slot is over 5 s away
+
+    Args:
+        seconds: The longest wait, a finite number of seconds, at least 0.
+        name: The name ``seconds`` has for the caller, used in the error message.
+
+    Raises:
+        ConfigurationError: ``seconds`` is not a finite number of at least 0.
+    """
+    seconds = check_wait_bound(seconds, name)
+    outer = _WAIT_BOUND.get()
+    token = _WAIT_BOUND.set(seconds if outer is None else min(outer, seconds))
+    try:
+        yield
+    finally:
+        _WAIT_BOUND.reset(token)
+
+
+def within_wait_bound(timeout: float) -> float:
+    """``timeout`` (seconds a limiter may wait) shortened to the enclosing :func:`limiter_wait_at_most`."""
+    bound = _WAIT_BOUND.get()
+    return timeout if bound is None else min(timeout, bound)
