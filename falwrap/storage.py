@@ -33,7 +33,7 @@ from typing import Any, Literal
 import attrs
 import fal_client
 import httpx
-from fal_client.client import CDNToken
+from fal_client.client import CDNToken, FalClientHTTPError
 
 from falwrap.errors import FalTimeoutError
 from falwrap.following import DeadlinePassed
@@ -66,7 +66,8 @@ def v3_unavailable(exc: BaseException) -> bool:
 
     Falls back: no answer at all (connection refused or reset, a timeout), the
     statuses in ``_V3_STATUSES`` and every 5xx, and an answer that cannot be read
-    (a token or upload answer without its fields). The legacy storage is a
+    (a token or upload answer without its fields, or a redirect, which falwrap's
+    transport passes through and fal_client refuses). The legacy storage is a
     different service behind a different host, so none of these says anything
     about it.
 
@@ -85,7 +86,7 @@ def v3_unavailable(exc: BaseException) -> bool:
             return True
         status = exc.response.status_code
         return status in _V3_STATUSES or status >= 500
-    return isinstance(exc, (KeyError, ValueError, TypeError))
+    return isinstance(exc, (KeyError, ValueError, TypeError, FalClientHTTPError))
 
 
 def _parse_expiry(value: Any) -> datetime:

@@ -89,6 +89,7 @@ def test_token_service_failure_falls_back_to_the_legacy_storage(
         (Fault.reset(), "the connection was reset"),
         (Fault.malformed_json(), "the CDN's answer cannot be read"),
         (Fault.http(404), "no v3 route where the request went"),
+        (Fault.http(307, headers={"Location": "http://127.0.0.1:9/elsewhere"}), "the CDN redirects"),
     ],
 )
 def test_cdn_failures_of_its_own_fall_back(client: FalClient, fal: FakeFal, fault: Fault, why: str) -> None:
