@@ -20,6 +20,10 @@ the same attempt uploads to the legacy storage instead, and so do that
 upload's retries. A failure about the file itself is not retried elsewhere.
 The CDN token is shared by the uploads of one client until shortly before it
 expires, or until the CDN refuses it.
+
+The fal key goes to fal's REST host only (the token, the legacy initiate): the
+CDN gets the token, and the signed URL of a legacy upload, like an output URL,
+gets no credential at all.
 """
 
 from __future__ import annotations
@@ -111,8 +115,12 @@ class CdnTokens:
         # Held during a fetch, as fal_client's token manager does: concurrent uploads share one token.
         self._lock = threading.Lock()
 
-    def get(self, http: httpx.Client) -> CDNToken:
+    def get(self, http: httpx.Client, authorization: str) -> CDNToken:
         """The current token, fetched through ``http`` when there is none or it is about to expire.
+
+        Args:
+            http: The client to ask fal's token service with.
+            authorization: The ``Authorization`` header carrying the fal key.
 
         Raises:
             ExchangeError: the token service failed.
@@ -121,7 +129,7 @@ class CdnTokens:
         with self._lock:
             token = self._token
             if token is None or token.expires_at - TOKEN_MARGIN <= self._now():
-                token = self._fetch(http)
+                token = self._fetch(http, authorization)
                 self._token = token
             return token
 
@@ -131,8 +139,9 @@ class CdnTokens:
             self._token = None
 
     @staticmethod
-    def _fetch(http: httpx.Client) -> CDNToken:
-        data = http.post(TOKEN_URL, json={}, headers={"Accept": "application/json"}).json()
+    def _fetch(http: httpx.Client, authorization: str) -> CDNToken:
+        headers = {"Authorization": authorization, "Accept": "application/json"}
+        data = http.post(TOKEN_URL, json={}, headers=headers).json()
         return CDNToken(
             token=str(data["token"]),
             token_type=str(data["token_type"]),
@@ -147,9 +156,10 @@ class _TokenView:
 
     tokens: CdnTokens
     http: httpx.Client
+    authorization: str = attrs.field(repr=False)
 
     def get_token(self) -> CDNToken:
-        return self.tokens.get(self.http)
+        return self.tokens.get(self.http, self.authorization)
 
 
 class _StorageClient(fal_client.SyncClient):
@@ -162,7 +172,8 @@ class _StorageClient(fal_client.SyncClient):
 
     def __init__(self, key: str, rest: httpx.Client, cdn: httpx.Client, tokens: CdnTokens) -> None:
         super().__init__(key=key)
-        self.__dict__.update(_client=rest, _token_manager=_TokenView(tokens, rest), _falwrap_cdn=cdn)
+        view = _TokenView(tokens, rest, self._auth.header_value)
+        self.__dict__.update(_client=rest, _token_manager=view, _falwrap_cdn=cdn)
 
     def _get_cdn_client(self) -> httpx.Client:
         token = self._token_manager.get_token()
@@ -197,9 +208,10 @@ class Uploader:
         timeout: float,
     ) -> None:
         self._transport = transport_of(http)
-        self._rest_headers = httpx.Headers(http.headers)
-        # The CDN gets its own token, never the fal key.
-        self._cdn_headers = {"User-Agent": http.headers.get("user-agent", "falwrap")}
+        # No default Authorization: fal_client adds the key to the legacy initiate request
+        # itself, and the signed URL the bytes are PUT to (a storage host), like the CDN
+        # (which gets its own token), must never see the fal key.
+        self._headers = {"User-Agent": http.headers.get("user-agent", "falwrap")}
         self._http_timeout = http.timeout
         self._api_key = api_key
         self._exchange = exchange
@@ -253,10 +265,10 @@ class Uploader:
     def _session(self, limits: Budget) -> _Session:
         view = PinnedBudget(self._transport, limits)
         rest = httpx.Client(
-            transport=view, headers=self._rest_headers, timeout=self._http_timeout, follow_redirects=True,
+            transport=view, headers=self._headers, timeout=self._http_timeout, follow_redirects=True,
             trust_env=False,
         )  # fmt: skip
-        cdn = httpx.Client(transport=view, headers=self._cdn_headers, timeout=self._http_timeout, trust_env=False)
+        cdn = httpx.Client(transport=view, headers=self._headers, timeout=self._http_timeout, trust_env=False)
         return _Session(_StorageClient(self._api_key, rest, cdn, self.tokens), (rest, cdn))
 
     @staticmethod

@@ -14,8 +14,12 @@ import httpx
 import pytest
 
 from falwrap import FalApiError, FalClient, FalConfig, FalTimeoutError, RateLimitConfig, Timeouts
-from falwrap.retry import RetryDetails, set_testing
+from falwrap.client import _RoutedSyncClient
+from falwrap.jobs import JobRunner
+from falwrap.retry import RetryDetails, RetryPolicy, set_testing
+from falwrap.storage import Uploader
 from falwrap.testing import FakeFal, Fault
+from falwrap.transport import FORWARDED_HOST, FalTransport
 
 FAST = RateLimitConfig(requests_per_minute=600_000, burst=100)
 V3 = ("upload_token", "upload_cdn")
@@ -195,3 +199,46 @@ def test_uploads_cost_nothing(client: FalClient, fal: FakeFal) -> None:
     result = client.image("a cat", size="square")
     assert fal.billed_total > 0
     assert client.daily_cost() == fal.billed_total == result.cost_usd
+
+
+class _Recording(httpx.BaseTransport):
+    """Real HTTP to FakeFal, remembering who was sent which Authorization header."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str | None]] = []
+        self._real = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.headers.get(FORWARDED_HOST, "(its own URL)")
+        where = f"{request.method} {request.url.path.rsplit('/', 1)[0]}"
+        self.sent.append((host, where, request.headers.get("authorization")))
+        return self._real.handle_request(request)
+
+    def close(self) -> None:
+        self._real.close()
+
+
+def test_the_fal_key_goes_only_to_fals_rest_host(fal: FakeFal) -> None:
+    """The key authorizes the token and the legacy initiate; the CDN gets its token, the signed PUT nothing."""
+    recording = _Recording()
+    with httpx.Client(
+        transport=FalTransport(fal.url, recording), headers={"Authorization": f"Key {fal.key}", "User-Agent": "t"}
+    ) as http:
+        runner = JobRunner(
+            _RoutedSyncClient(fal.key, http), http, policy=RetryPolicy(), per_exchange=10, poll_interval=1
+        )
+        uploader = Uploader(http, fal.key, exchange=runner.exchange, clock=runner.clock, timeout=60)
+        uploader.upload(b"v3", "text/plain", "a.txt")
+        fal.inject("upload", Fault.http(503))  # the CDN: the next upload goes to the legacy storage
+        uploader.upload(b"legacy", "text/plain", "b.txt")
+    key = f"Key {fal.key}"
+    token = recording.sent[1][2]
+    assert token is not None and token.startswith("Bearer ") and fal.key not in token
+    assert recording.sent == [
+        ("rest.fal.ai", "POST /storage/auth", key),
+        ("v3.fal.media", "POST /files", token),
+        ("v3.fal.media", "POST /files", token),
+        ("rest.fal.ai", "POST /storage/upload", key),
+        ("(its own URL)", "PUT /storage/upload/put", None),
+    ]
+    assert fal.key not in repr(uploader)
