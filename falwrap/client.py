@@ -32,6 +32,7 @@ from falwrap.batch import BatchProgress, BatchRequest, CallOutcome, run_map
 from falwrap.calls import Calls, image_result, video_result
 from falwrap.catalog import MODEL_CATALOG, ModelInfo
 from falwrap.config import FalConfig
+from falwrap.data_uris import is_data_uri
 from falwrap.errors import ConfigurationError, FalwrapError
 from falwrap.files import download as _download
 from falwrap.jobs import JobRunner, Output
@@ -43,7 +44,8 @@ from falwrap.platform import PlatformApi
 from falwrap.reconcile import Reconciler, ReconcileReport, reconcile_in_background
 from falwrap.results import ImageResult, JobHandle, JobStatus, Progress, VideoResult
 from falwrap.retry import RetryHook, RetryPolicy
-from falwrap.transport import budget, build_http_client
+from falwrap.storage import Uploader
+from falwrap.transport import build_http_client
 from falwrap.webhook_outcomes import JobOutcome, apply_delivery
 
 if TYPE_CHECKING:
@@ -128,6 +130,10 @@ class FalClient:
             _RoutedSyncClient(self.config.api_key, self._http), self._http, policy=policy, per_exchange=per_exchange,
             poll_interval=self.config.poll_interval, status_stream=self.config.status_stream, platform=platform,
             resubmit_ambiguous=self.config.resubmit_ambiguous, hooks=self._hooks,
+        )  # fmt: skip
+        self._uploader = Uploader(
+            self._http, self.config.api_key, exchange=self._runner.exchange, clock=self._runner.clock,
+            timeout=self.config.timeouts.image,
         )  # fmt: skip
         self._planner = Planner(self.config, self.catalog, self._model_info, self.upload)
         self._reconciler = Reconciler(
@@ -340,22 +346,21 @@ class FalClient:
     def upload(self, data: bytes, content_type: str, file_name: str = "upload.bin") -> str:
         """Upload bytes to fal's storage and return their URL (for ``*_url`` arguments).
 
+        Storage v3 first (in parts above 100 MB), the legacy storage when v3 is unavailable
+        (see :mod:`falwrap.storage`); retries and fallback within ``Timeouts.image``.
+
         Raises:
-            FalApiError: the upload failed after retries.
+            FalTimeoutError: the upload did not finish in time.
+            FalApiError: the upload failed after retries, or fal refused the file.
         """
-        deadline = self._runner.clock() + self.config.timeouts.image
-        fal = _RoutedSyncClient(self.config.api_key or "", self._http)
-
-        def attempt() -> str:
-            with budget(deadline, None, self._runner.clock):
-                url: str = fal.upload(data, content_type, file_name, repository="fal")
-            return url
-
-        return self._runner.exchange("upload", attempt, endpoint=None, request_id=None, deadline=deadline)
+        return self._uploader.upload(data, content_type, file_name)
 
     def download(self, url: str, directory: str | Path = ".", *, filename: str | None = None) -> Path:
-        """Download one output file atomically into ``directory``; retries within ``Timeouts.image``."""
-        routed = str(self._http._transport.route(httpx.URL(url)))  # type: ignore[attr-defined]
+        """Download one output file atomically into ``directory``; retries within ``Timeouts.image``.
+
+        A ``data:`` URI output (``sync_mode``) is decoded and saved the same way, without HTTP.
+        """
+        routed = url if is_data_uri(url) else str(self._http._transport.route(httpx.URL(url)))  # type: ignore[attr-defined]
         return _download(
             routed, directory, session=self._session, filename=filename, timeout=self.config.timeouts.image,
             policy=RetryPolicy.from_config(self.config.retry), hooks=self._hooks,

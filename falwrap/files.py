@@ -6,7 +6,9 @@ included). Only a complete body of the announced size is published: copied
 to a hidden temporary name beside the target and renamed into place, so a
 reader never sees a half-written output. 5xx answers, 429s, connection errors
 and short bodies are retried within the download's deadline; the deadline
-also bounds a server that trickles bytes.
+also bounds a server that trickles bytes. An output that came back as a
+``data:`` URI (image models asked for ``sync_mode``) is decoded and published
+the same way, named by its media type.
 
 Downloads never carry the fal key: output URLs are public, and sending a
 credential to whatever host a result names would leak it.
@@ -20,6 +22,7 @@ typo fails locally with :class:`~falwrap.InvalidInputError`, before any HTTP.
 from __future__ import annotations
 
 import base64
+import io
 import mimetypes
 import os
 import re
@@ -36,6 +39,7 @@ import requests
 import urllib3
 
 from falwrap import retry as _retry
+from falwrap.data_uris import data_uri_media_type, describe_data_uri, is_data_uri, parse_data_uri
 from falwrap.errors import (
     FalApiError,
     FalConnectionError,
@@ -56,6 +60,7 @@ __all__ = [
     "download",
     "image_input",
     "media_input",
+    "save_data_uri",
     "save_outputs",
     "sniff_media_type",
 ]
@@ -302,10 +307,11 @@ def download(
     The file appears under its final name only once complete and of the size
     the server announced (``Content-Length``); an existing file of that name
     is replaced. Killing the process at any point leaves no partial file.
+    A ``data:`` URI is decoded instead, without HTTP, and published the same way.
     Thread-safe (give each thread its own ``session`` or share one).
 
     Args:
-        url: The file to fetch (no credentials are sent).
+        url: The file to fetch (no credentials are sent), or a ``data:`` URI.
         directory: Where to put it (created if missing).
         session: The ``requests.Session`` to use (one is made if ``None``).
         filename: The file name; without a known extension, the extension
@@ -323,6 +329,7 @@ def download(
 
     Raises:
         InvalidInputError: ``filename`` is not a plain file name.
+        ServerError: a ``data:`` URI that cannot be decoded (``error_code`` ``MALFORMED_DATA_URI``).
         NotFoundError: the file is gone (404/410).
         FalApiError: another error answer, or 5xx/429/connection failures after retries.
         FalTimeoutError: the deadline passed; nothing was written.
@@ -330,6 +337,8 @@ def download(
     """
     if filename is not None:
         _target_name(filename, url, content_type)  # fail on a bad name before any HTTP
+    if is_data_uri(url):
+        return save_data_uri(url, directory, filename=filename)
     own_session = session is None
     http = session if session is not None else requests.Session()
     deadline = time.monotonic() + timeout
@@ -353,6 +362,38 @@ def download(
     finally:
         if own_session:
             http.close()
+
+
+def save_data_uri(uri: str, directory: str | os.PathLike[str], *, filename: str | None = None) -> Path:
+    """Decode a ``data:`` URI into ``directory`` atomically and return the file's path.
+
+    Args:
+        uri: The data URI (base64 or percent-encoded).
+        directory: Where to put it (created if missing).
+        filename: The file name; without a known extension, the extension of the
+            URI's media type is added. Default: ``output`` and that extension.
+
+    Returns:
+        The path of the file written.
+
+    Raises:
+        InvalidInputError: ``filename`` is not a plain file name.
+        ServerError: the URI cannot be decoded (``error_code`` ``MALFORMED_DATA_URI``); nothing was written.
+        OSError: the directory cannot be created or written.
+    """
+    try:
+        decoded = parse_data_uri(uri)
+    except ValueError as exc:
+        msg = (
+            f"The output {describe_data_uri(uri)} is not a valid data: URI ({exc}); nothing was saved. "
+            "The answer may have been damaged on the way: generate again, and report it to fal if it persists."
+        )
+        raise ServerError(msg, error_code="MALFORMED_DATA_URI") from exc
+    target_dir = Path(directory).expanduser()
+    target_dir.mkdir(parents=True, exist_ok=True)
+    final = target_dir / _target_name(filename, "output", decoded.media_type)
+    _publish(io.BytesIO(decoded.data), final)
+    return final
 
 
 def _timed_out(url: str, timeout: float) -> FalTimeoutError:
@@ -487,9 +528,13 @@ def save_outputs(
         OSError: the directory cannot be created or written.
     """
     paths = []
-    for index, (url, content_type) in enumerate(outputs):
+    for index, (url, announced) in enumerate(outputs):
+        content_type, named_by = announced, url
+        if is_data_uri(url):
+            # Its own media type names the file better than the result's field; its payload names nothing.
+            content_type, named_by = data_uri_media_type(url) or announced, ""
         name = prefix if len(outputs) == 1 else f"{prefix}-{index}"
-        name += _extension(content_type, url) if content_type else ""
+        name += _extension(content_type, named_by) if content_type else ""
         if client is not None:
             paths.append(client.download(url, Path(directory), filename=name))
         else:

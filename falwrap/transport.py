@@ -16,11 +16,27 @@ promises that fal_client cannot:
   POST. The transport raises :class:`ExchangeError` for every failed exchange
   instead; it is not an ``httpx.HTTPError``, so fal_client's retry loop lets
   it through untouched and falwrap's own policy decides.
+
+Backup hosts: fal serves its queue and its synchronous host under a second
+domain too, in the same request-id space (``queue.falrun.com`` for
+``queue.fal.run``, ``falrun.com`` for ``fal.run``), as fal_client knows. When
+no connection to the primary can be made (``httpx.ConnectError`` or
+``ConnectTimeout``: nothing was sent), the same request goes once to its
+backup host within the same budget; the primary's connect timeout is capped
+at :data:`PRIMARY_CONNECT_TIMEOUT` so an unreachable host leaves time for the
+other. This is not a hidden retry: nothing reached fal the first time, so
+nothing can happen twice. A job's status, result and cancel URLs are those fal
+answered with, so they follow whichever host took the submission. When the
+backup cannot be reached either, the exchange fails with the primary's error,
+exactly as without a backup. Under ``base_url`` the backup request goes to the
+same origin naming the backup host in ``X-Forwarded-Host``: a proxy should
+answer for the backup hosts too.
 """
 
 from __future__ import annotations
 
 import contextvars
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +45,21 @@ from typing import Any
 import attrs
 import httpx
 
-__all__ = ["FAL_HOSTS", "FORWARDED_HOST", "Budget", "DeadlineExceeded", "ExchangeError", "FalTransport", "budget"]
+__all__ = [
+    "BACKUP_HOSTS",
+    "FAL_HOSTS",
+    "FORWARDED_HOST",
+    "PRIMARY_CONNECT_TIMEOUT",
+    "Budget",
+    "DeadlineExceeded",
+    "ExchangeError",
+    "FalTransport",
+    "PinnedBudget",
+    "budget",
+    "transport_of",
+]
+
+logger = logging.getLogger("falwrap")
 
 #: The header naming the fal host a rerouted request was meant for.
 FORWARDED_HOST = "X-Forwarded-Host"
@@ -49,6 +79,14 @@ FAL_HOSTS = frozenset(
         "fal.media",
     }
 )
+
+#: fal's backup domain for each host that has one (same services, same request ids).
+BACKUP_HOSTS = {"queue.fal.run": "queue.falrun.com", "fal.run": "falrun.com"}
+
+#: Longest wait for a connection to a host that has a backup, seconds (fal_client's own cap).
+PRIMARY_CONNECT_TIMEOUT = 5.0
+
+_CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout)
 
 
 class ExchangeError(Exception):
@@ -166,28 +204,21 @@ class FalTransport(httpx.BaseTransport):
         return httpx.URL(prefix + url.raw_path.decode("ascii"))
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        """Send one request under the current budget; raise :class:`ExchangeError` on any failure."""
+        """Send one request under the current budget; raise :class:`ExchangeError` on any failure.
+
+        A request for a host with a backup that cannot connect goes once to the backup host.
+        """
         limits = _budget.get()
-        original = request.url.host
-        request.url = self.route(request.url)
-        if request.url.host != original:
-            request.headers[FORWARDED_HOST] = original
-        if request.url.host != request.headers.get("host"):
-            request.headers["Host"] = request.url.netloc.decode("ascii")
-        timeouts: dict[str, Any] = dict(request.extensions.get("timeout", {}))
-        if request.extensions.get("falwrap_stream"):
-            timeouts["read"] = self._stream_read_timeout
-        elif limits.per_exchange is not None:
-            timeouts = _clamp(timeouts, limits.per_exchange)
-        remaining = limits.remaining()
-        if remaining is not None:
-            if remaining <= 0:
-                msg = "the operation's deadline passed"
-                raise DeadlineExceeded(msg)
-            timeouts = _clamp(timeouts, remaining)
-        request.extensions["timeout"] = timeouts
+        intended = request.url
+        given: dict[str, Any] = dict(request.extensions.get("timeout", {}))
+        backup = BACKUP_HOSTS.get(intended.host)
+        self._address(request, intended, self._timeouts(request, given, limits, backup is not None))
         try:
             response = self._inner.handle_request(request)
+        except _CONNECT_FAILURES as exc:
+            if backup is None:
+                raise ExchangeError(request, cause=exc) from exc
+            response = self._fail_over(request, intended, backup, given, limits, exc)
         except httpx.TransportError as exc:
             raise ExchangeError(request, cause=exc) from exc
         if response.status_code >= 400 or not request.extensions.get("falwrap_stream"):
@@ -203,9 +234,117 @@ class FalTransport(httpx.BaseTransport):
             raise ExchangeError(request, response=response)
         return response
 
+    def _address(self, request: httpx.Request, url: httpx.URL, timeouts: dict[str, Any]) -> None:
+        """Point ``request`` at where ``url`` really goes, naming ``url``'s host when rerouted."""
+        routed = self.route(url)
+        request.url = routed
+        if routed.host != url.host:
+            request.headers[FORWARDED_HOST] = url.host
+        if routed.host != request.headers.get("host"):
+            request.headers["Host"] = routed.netloc.decode("ascii")
+        request.extensions["timeout"] = timeouts
+
+    def _timeouts(
+        self, request: httpx.Request, given: dict[str, Any], limits: Budget, has_backup: bool
+    ) -> dict[str, Any]:
+        """The timeouts of one exchange under ``limits``.
+
+        Raises:
+            DeadlineExceeded: no time is left.
+        """
+        timeouts = dict(given)
+        if request.extensions.get("falwrap_stream"):
+            timeouts["read"] = self._stream_read_timeout
+        elif limits.per_exchange is not None:
+            timeouts = _clamp(timeouts, limits.per_exchange)
+        if has_backup:
+            connect = timeouts.get("connect")
+            timeouts["connect"] = PRIMARY_CONNECT_TIMEOUT if connect is None else min(connect, PRIMARY_CONNECT_TIMEOUT)
+        remaining = limits.remaining()
+        if remaining is not None:
+            if remaining <= 0:
+                msg = "the operation's deadline passed"
+                raise DeadlineExceeded(msg)
+            timeouts = _clamp(timeouts, remaining)
+        return timeouts
+
+    def _fail_over(
+        self,
+        request: httpx.Request,
+        intended: httpx.URL,
+        backup: str,
+        given: dict[str, Any],
+        limits: Budget,
+        cause: httpx.TransportError,
+    ) -> httpx.Response:
+        """Send ``request``, which could not connect to ``intended``'s host, to the ``backup`` host instead.
+
+        The request is changed in place, so the response (and anything httpx builds
+        from it, such as a redirect) names the host that answered.
+
+        Raises:
+            ExchangeError: the backup failed; a connection failure there reports the primary's.
+            DeadlineExceeded: no time was left for the backup.
+        """
+        primary_timeouts = request.extensions["timeout"]
+        logger.warning(
+            "[falwrap] could not connect to %s (%s); sending %s %s to its backup host %s",
+            intended.host, type(cause).__name__, request.method, intended.path, backup,
+        )  # fmt: skip
+        self._address(request, intended.copy_with(host=backup), self._timeouts(request, given, limits, False))
+        try:
+            return self._inner.handle_request(request)
+        except _CONNECT_FAILURES as exc:
+            self._address(request, intended, primary_timeouts)
+            raise ExchangeError(request, cause=cause) from exc
+        except httpx.TransportError as exc:
+            raise ExchangeError(request, cause=exc) from exc
+
     def close(self) -> None:
         """Close the connection pool."""
         self._inner.close()
+
+
+class PinnedBudget(httpx.BaseTransport):
+    """A view of a :class:`FalTransport` that runs every exchange under one fixed budget.
+
+    For clients whose requests are sent from threads the caller does not own
+    (fal_client's multipart upload sends its parts from a thread pool), where
+    the context variable that carries the caller's budget is not set. Closing
+    it leaves the shared connection pool open.
+
+    Args:
+        transport: The client's transport.
+        limits: The budget every exchange through this view runs under.
+    """
+
+    def __init__(self, transport: httpx.BaseTransport, limits: Budget) -> None:
+        self._transport = transport
+        self._limits = limits
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send one request under the pinned budget."""
+        token = _budget.set(self._limits)
+        try:
+            return self._transport.handle_request(request)
+        finally:
+            _budget.reset(token)
+
+    def close(self) -> None:
+        """Nothing to close: the pool belongs to the client the transport came from."""
+
+
+def transport_of(http: httpx.Client) -> FalTransport:
+    """The :class:`FalTransport` under a client made by :func:`build_http_client`.
+
+    Raises:
+        TypeError: ``http`` was not made by :func:`build_http_client`.
+    """
+    transport = http._transport  # httpx has no public accessor for a client's transport
+    if not isinstance(transport, FalTransport):
+        msg = f"expected an httpx.Client on a FalTransport, got one on {type(transport).__name__}"
+        raise TypeError(msg)
+    return transport
 
 
 def build_http_client(

@@ -152,3 +152,15 @@ def test_multipart_as_the_javascript_client_does_it() -> None:
         download = httpx.get(file_url)
         assert download.content == b"\x01" * 5 + b"\x02" * 5 + b"\x03" * 5
         assert download.headers["content-type"] == "application/zip"
+
+
+def test_actions_tell_the_storages_apart() -> None:
+    """fal.actions counts each storage request by what it asks; reset_counters() clears them with the routes."""
+    with FakeFal() as fal, RouteToFakeFal.installed(fal.url):
+        client = fal_client.SyncClient(key=fal.key)
+        client.upload(b"v3", "text/plain")
+        client.upload(b"legacy", "text/plain", repository="fal")
+        assert fal.actions == {"upload_token": 1, "upload_cdn": 1, "upload_initiate": 1, "upload_put": 1}
+        assert fal.counters["upload"] == 4
+        fal.reset_counters()
+        assert fal.actions == {}

@@ -14,21 +14,25 @@ __all__ = ["RequestCounters"]
 
 @attrs.define
 class RequestCounters:
-    """Requests received per route (faulted ones included) and submit arrival times."""
+    """Requests received per route and per action (faulted ones included) and submit arrival times."""
 
     _counts: Counter[str] = attrs.field(factory=Counter, init=False)
+    _actions: Counter[str] = attrs.field(factory=Counter, init=False)
     _submit_times: list[float] = attrs.field(factory=list, init=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
 
-    def hit(self, route: str, at: float) -> None:
+    def hit(self, route: str, at: float, action: str | None = None) -> None:
         """Count one request.
 
         Args:
             route: its route name.
             at: monotonic arrival time (kept for submits).
+            action: the finer name of what it asks (``upload_token``, ``upload_cdn``...).
         """
         with self._lock:
             self._counts[route] += 1
+            if action is not None:
+                self._actions[action] += 1
             if route == "submit":
                 self._submit_times.append(at)
 
@@ -43,6 +47,15 @@ class RequestCounters:
             snapshot.update(self._counts)
             return snapshot
 
+    def actions(self) -> dict[str, int]:
+        """A snapshot of the per-action counts.
+
+        Returns:
+            Only the actions that arrived at least once.
+        """
+        with self._lock:
+            return dict(self._actions)
+
     def submit_times(self) -> list[float]:
         """Arrival times of submits, in order.
 
@@ -56,4 +69,5 @@ class RequestCounters:
         """Zero everything."""
         with self._lock:
             self._counts.clear()
+            self._actions.clear()
             self._submit_times.clear()

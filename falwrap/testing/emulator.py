@@ -337,6 +337,20 @@ class FakeFal:
         return self._api.counters.counts()
 
     @property
+    def actions(self) -> dict[str, int]:
+        """Requests received per action, a finer count than :attr:`counters` (faulted ones included).
+
+        The ``upload`` route, for one, is ``upload_token`` (a CDN token), ``upload_cdn``
+        (``POST /files/upload``), ``multipart_create``, ``multipart_part`` and
+        ``multipart_complete`` (storage v3), and ``upload_initiate``, ``upload_put``
+        (the legacy storage).
+
+        Returns:
+            action -> count, for the actions that arrived since the last ``reset_counters()``.
+        """
+        return self._api.counters.actions()
+
+    @property
     def submissions(self) -> int:
         """Jobs accepted: queue submits that created a job, and ``fal.run`` calls that took a runner.
 

@@ -162,7 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         route = classify("GET" if head else self.command, request.path, request.headers.get("x-forwarded-host"))
         if route.name != "unknown":
-            server.api.counters.hit(route.name, received_at)
+            server.api.counters.hit(route.name, received_at, route.action)
         fault = None
         if route.name != "unknown":
             fault = server.faults.take(route.name, lambda: server.api.model_of_request(route))
