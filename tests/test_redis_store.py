@@ -33,7 +33,8 @@ UNREACHABLE = "redis://127.0.0.1:1/15"
 
 def _pools() -> int:
     gc.collect()
-    return sum(isinstance(o, redis.ConnectionPool) for o in gc.get_objects())
+    # type(), not isinstance(): a lazy proxy (Django's settings) evaluates itself when asked its __class__.
+    return sum(issubclass(type(o), redis.ConnectionPool) for o in gc.get_objects())
 
 
 def _handle(rid: str) -> JobHandle:
