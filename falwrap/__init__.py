@@ -50,8 +50,11 @@ from falwrap.retry import RetryDetails, RetryPolicy, set_testing
 
 if TYPE_CHECKING:
     from falwrap.backends.redis import RedisConcurrencyLimit, RedisLeakyBucket, RedisLedger
+    from falwrap.batch import BatchProgress, BatchRequest, CallOutcome
     from falwrap.client import FalClient
     from falwrap.pricing import Price, PriceBook
+    from falwrap.reconcile import ReconcileReport
+    from falwrap.webhook_outcomes import JobOutcome
 
 __all__ = [
     "IMAGE_SIZE_PRESETS",
@@ -59,7 +62,10 @@ __all__ = [
     "AmbiguousSubmissionError",
     "AuthenticationError",
     "BackendUnavailableError",
+    "BatchProgress",
+    "BatchRequest",
     "BudgetExceededError",
+    "CallOutcome",
     "CallRecord",
     "ConcurrencyLimit",
     "ConcurrencyLimiter",
@@ -76,6 +82,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidRequestError",
     "JobHandle",
+    "JobOutcome",
     "JobStatus",
     "LeakyBucket",
     "Ledger",
@@ -93,6 +100,7 @@ __all__ = [
     "RateLimitError",
     "RateLimitTimeout",
     "RateLimiter",
+    "ReconcileReport",
     "RedisConcurrencyLimit",
     "RedisLeakyBucket",
     "RedisLedger",
@@ -117,6 +125,11 @@ __all__ = [
 
 _LAZY = {
     "FalClient": "falwrap.client",
+    "ReconcileReport": "falwrap.reconcile",
+    "JobOutcome": "falwrap.webhook_outcomes",
+    "BatchRequest": "falwrap.batch",
+    "BatchProgress": "falwrap.batch",
+    "CallOutcome": "falwrap.batch",
     "PriceBook": "falwrap.pricing",
     "Price": "falwrap.pricing",
     "RedisLeakyBucket": "falwrap.backends.redis",
