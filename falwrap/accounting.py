@@ -397,10 +397,14 @@ class Accountant:
             duration_ms=int((self._clock() - started) * 1000), cost_usd=Decimal(0), success=False,
             error_code=error_code(error),
         )  # fmt: skip
-        try:
-            self.ledger.journal.add_record(record)
-        except BackendUnavailableError:
-            logger.exception("[falwrap] could not store the call record %s", record.to_dict())
+        if isinstance(error, BackendUnavailableError):
+            # The store just failed to answer: asking it again would only make the call wait longer.
+            logger.error("[falwrap] the store is unavailable; the call record %s was not stored", record.to_dict())
+        else:
+            try:
+                self.ledger.journal.add_record(record)
+            except BackendUnavailableError:
+                logger.exception("[falwrap] could not store the call record %s", record.to_dict())
         notify(self._observers, record)
 
     def make_record(

@@ -52,9 +52,10 @@ __all__ = ["RedisConcurrencyLimit", "RedisLeakyBucket", "redis_client_from_url"]
 logger = logging.getLogger(__name__)
 
 #: Seconds to wait for a connection or an answer. Every command falwrap sends is a
-#: short script or read (microseconds to a millisecond of server time), so a second
-#: means the server is in trouble, and callers must get an error, not a hang.
-SOCKET_TIMEOUT = 1.0
+#: short script or read (microseconds to a millisecond of server time), so half a second
+#: means the server is in trouble, and callers must get an error, not a hang: a call
+#: with a one-second deadline still ends in time.
+SOCKET_TIMEOUT = 0.5
 
 #: One immediate retry: enough to replace a pooled connection that a Redis restart
 #: closed, without multiplying the time a dead server takes to report.
@@ -150,7 +151,10 @@ def redis_client_from_url(url: str, *, variable: str = "FALWRAP_REDIS_URL") -> r
             url,
             socket_timeout=SOCKET_TIMEOUT,
             socket_connect_timeout=SOCKET_TIMEOUT,
-            retry=Retry(NoBackoff(), RETRIES),
+            # Only a dropped connection is retried (a pooled socket a Redis restart closed): a
+            # server that does not answer within SOCKET_TIMEOUT fails the call at once, so a
+            # hung Redis costs a call half a second, not a multiple of it.
+            retry=Retry(NoBackoff(), RETRIES, supported_errors=(redis.ConnectionError,)),
         )
     except (ValueError, TypeError) as exc:
         msg = f"{variable} is not a valid Redis URL ({exc}); expected redis://host:port/db."
