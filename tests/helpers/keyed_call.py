@@ -1,6 +1,6 @@
 """A child process making one keyed call, configured from the environment like any app process.
 
-Usage: python -m tests.helpers.keyed_call KEY PROMPT [MODEL]
+Usage: python -m tests.helpers.keyed_call KEY PROMPT [MODEL]   (KEY "-": a call without a key)
 Prints one JSON line: {"request_id": ..., "urls": [...]} or {"error": type, "code": ...}.
 """
 
@@ -19,7 +19,7 @@ def main() -> int:
     with FalClient(FalConfig.from_env(None)) as client:
         print("ready", flush=True)
         try:
-            result = client.image(prompt, model=model, idempotency_key=key)
+            result = client.image(prompt, model=model, idempotency_key=None if key == "-" else key)
         except FalwrapError as exc:
             print(json.dumps({"error": type(exc).__name__, "code": getattr(exc, "error_code", None)}), flush=True)
             return 1
