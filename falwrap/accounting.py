@@ -277,9 +277,12 @@ class Ticket:
         self._end(settlement, error, cost, request_id)
 
     def detach(self) -> None:
-        """The call returns while the job runs on (``submit()``): leave the job to whoever settles it."""
+        """The call returns while the job runs on (``submit()``, or a ``result()`` that gave up
+        waiting): leave the job, unrecorded, to whoever learns its outcome."""
+        if self._ended:
+            return
         self._ended = True
-        self.journal.finish(self.entry.job_id, now=self._accountant.now())
+        self._accountant.finish(self.entry, None, None)
 
     def _end(
         self, settlement: Settlement | None, error: BaseException | None, cost: Decimal, request_id: str | None
@@ -374,21 +377,24 @@ class Accountant:
             )
             raise InvalidInputError(msg, field="idempotency_key") from None
 
-    def finish(self, entry: JobEntry, settlement: Settlement | None, record: CallRecord) -> None:
-        """Apply a call's end to its job and store its record (once per job; a replay's record stands alone)."""
+    def finish(self, entry: JobEntry, settlement: Settlement | None, record: CallRecord | None) -> None:
+        """Apply a call's end to its job and offer the job its record.
+
+        A job has one record, written by the first call (or reconciliation, or webhook) that
+        ends with it: an idempotent repeat, a second ``result()`` or a worker following the
+        same job is the same logical call, so the journal keeps the first record only.
+        """
         try:
-            if entry.recorded:
-                self.ledger.journal.finish(entry.job_id, settlement=settlement, now=self.now())
-                self.ledger.journal.add_record(_detached(record))
-            else:
-                self.ledger.journal.finish(entry.job_id, settlement=settlement, record=record, now=self.now())
+            self.ledger.journal.finish(entry.job_id, settlement=settlement, record=record, now=self.now())
         except BackendUnavailableError:
             # The call is over: its result (paid for) or its own error is what the caller must
             # get, not a bookkeeping failure. The record goes to the log in full to be reconciled.
-            logger.exception("[falwrap] could not journal the end of job %s: %s", entry.job_id, record.to_dict())
+            shown = record.to_dict() if record is not None else None
+            logger.exception("[falwrap] could not journal the end of job %s: %s", entry.job_id, shown)
         finally:
             self.heartbeat.leave()
-        notify(self._observers, record)
+        if record is not None:
+            notify(self._observers, record)
 
     def refused(self, endpoint: str | None, operation: str, started: float, error: BaseException) -> None:
         """Record a call refused before anything was journaled (bad input, no model, budget)."""
@@ -446,12 +452,3 @@ class Accountant:
             return Decimal(0)
         return actual_cost(info, billable_units=units, output=output, arguments=arguments)
 
-
-def _detached(record: CallRecord) -> CallRecord:
-    """A replayed call's record: its job's cost is counted with the job, so this one costs nothing."""
-    return CallRecord(
-        timestamp=record.timestamp, model_id=record.model_id, operation=record.operation,
-        duration_ms=record.duration_ms, cost_usd=Decimal(0), success=record.success,
-        error_code=record.error_code, request_id=record.request_id,
-        metadata={"replay_of": record.job_id},
-    )  # fmt: skip

@@ -205,8 +205,10 @@ class Calls:
                 ticket.job_failed(failure)
                 ticket.fail(failure.error)
                 raise failure.error from None
-            except BaseException as exc:
-                ticket.fail(exc)
+            except BaseException:
+                # The job's outcome is still unknown: it keeps running (charged), and its one record
+                # is written by whoever learns the outcome (a later result(), a webhook, reconcile).
+                ticket.detach()
                 raise
             ticket.succeed(output)
             return output.data

@@ -233,7 +233,8 @@ class JobEntry:
         billable_units: fal's billable units, when known.
         request_id, status_url, response_url, cancel_url, gateway_request_id: From fal's answer.
         accepted_at: When fal's answer was journaled.
-        finished_at: When the outcome was journaled.
+        finished_at: When the outcome was journaled; for a job still open, when the last call
+            that followed it ended (nothing can have been sent for it since).
         result: The output payload of a finished job.
         error_code, error_message: Why it failed.
         recorded: Whether the call record of this job exists (there is exactly one).

@@ -39,9 +39,13 @@ __all__ = ["ReconcileReport", "ReconciledJob", "Reconciler", "reconcile_in_backg
 
 logger = logging.getLogger("falwrap")
 
-#: A submission not in fal's request list this long after it was sent never arrived
-#: (the list lags the queue by seconds, not minutes).
-NOT_ARRIVED_AFTER = timedelta(minutes=2)
+#: A submission of a process that died, not in fal's request list this long after its job
+#: was opened, never arrived (the list lags the queue by seconds; a call lasts minutes at most).
+NOT_ARRIVED_AFTER = timedelta(minutes=15)
+
+#: A submission not in fal's request list this long after the call that sent it ended never
+#: arrived (the list lags the queue by seconds).
+NOT_ARRIVED_AFTER_CALL = timedelta(seconds=30)
 
 #: Slack on the clocks (ours and fal's) when asking which requests arrived after a submission was sent.
 CLOCK_SKEW = timedelta(seconds=10)
@@ -204,7 +208,13 @@ class Reconciler:
         if entry.request_id is None:
             found = self.find_submission(entry, deadline)
             if found is None:
-                if entry.created_at <= self._now() - NOT_ARRIVED_AFTER:
+                # The last submission was sent before the call ended (when the call is known to
+                # have ended), else at any time before its process died.
+                if entry.finished_at is not None:
+                    quiet_since = entry.finished_at + NOT_ARRIVED_AFTER_CALL
+                else:
+                    quiet_since = entry.created_at + NOT_ARRIVED_AFTER
+                if quiet_since <= self._now():
                     why = "fal's request list shows the submission never arrived"
                     settlement = Settlement(JobState.NOT_SENT, error_code="NOT_SENT", error_message=why)
                     return self._settle(entry, settlement, "fal never received it")

@@ -93,6 +93,10 @@ def replay(
             return None
         if entry.done:
             return stored_output(entry)
+        now = ticket.now()
+        if entry.owner is not None and owner_gone(entry.owner):
+            journal.drop_owner(entry.owner)
+        orphaned = any(e.job_id == entry.job_id for e in journal.unsettled(now=now, provisional=False))
         accepted = entry.accepted
         if accepted is not None:
             try:
@@ -100,10 +104,6 @@ def replay(
             except JobFailed as failure:
                 ticket.job_failed(failure)
                 raise failure.error from None
-        now = ticket.now()
-        if entry.owner is not None and owner_gone(entry.owner):
-            journal.drop_owner(entry.owner)
-        orphaned = any(e.job_id == entry.job_id for e in journal.unsettled(now=now, provisional=False))
         if orphaned and journal.claim(entry.job_id, ticket.owner, now=now):
             # Its process died before fal's answer was journaled: did fal get the submission?
             try:

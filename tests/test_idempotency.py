@@ -22,7 +22,7 @@ import pytest
 
 from falwrap import FalClient, FalConfig, InvalidInputError, ModelError, RateLimitConfig, set_testing
 from falwrap.testing import FakeFal, Fault, JobFailure
-from tests.contract.stores import POSTGRES_URL, REDIS_URL, fresh_store
+from tests.contract.stores import fresh_store
 
 SCHNELL = "fal-ai/flux/schnell"
 ROOT = Path(__file__).resolve().parent.parent

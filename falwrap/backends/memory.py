@@ -39,7 +39,14 @@ from falwrap.limits import ConcurrencyLimiter, RateLimiter, check_lease
 from falwrap.money import display_usd, from_micros, to_micros
 from falwrap.records import CallRecord
 
-__all__ = ["MemoryJournal", "MemoryStore", "apply_acceptance", "apply_settlement", "budget_error"]
+__all__ = [
+    "MemoryJournal",
+    "MemoryStore",
+    "apply_acceptance",
+    "apply_settlement",
+    "budget_error",
+    "detached",
+]
 
 
 def budget_error(
@@ -190,8 +197,7 @@ class MemoryJournal:
             if record is not None and not entry.recorded:
                 self._count_call(attrs.evolve(record, job_id=job_id) if record.job_id != job_id else record)
                 new = attrs.evolve(new, recorded=True)
-            if new.owner is not None:
-                new = attrs.evolve(new, owner=None)
+            new = detached(new, now)
             self._put(entry, new)
             return settled
 
@@ -416,6 +422,19 @@ def apply_acceptance(entry: JobEntry, accepted: Accepted, now: datetime) -> JobE
         cancel_url=accepted.cancel_url,
         gateway_request_id=accepted.gateway_request_id,
     )
+
+
+def detached(entry: JobEntry, now: datetime) -> JobEntry:
+    """The job once its call has ended: no owner; an open job notes when (see ``JobEntry.finished_at``).
+
+    Shared by every store. Reconciliation reads the time: a lost submission missing from
+    fal's request list that long after the last call that could have sent it never arrived.
+    """
+    if entry.owner is None and (entry.done or entry.finished_at is not None):
+        return entry
+    if entry.done:
+        return attrs.evolve(entry, owner=None)
+    return attrs.evolve(entry, owner=None, finished_at=now)
 
 
 def apply_settlement(entry: JobEntry, settlement: Settlement | None, now: datetime) -> tuple[JobEntry, bool]:

@@ -66,7 +66,7 @@ import attrs
 
 from falwrap.aggregates import summarize
 from falwrap.backends.codec import dump_entry, dump_record, load_entry, load_record
-from falwrap.backends.memory import apply_acceptance, apply_settlement, budget_error
+from falwrap.backends.memory import apply_acceptance, apply_settlement, budget_error, detached
 from falwrap.backends.redis_errors import typed_redis_errors
 from falwrap.backends.redis_scripts import ADD_RECORD, CLAIM, COMMIT, HOLD, OPEN_JOB, RESERVED
 from falwrap.journal import (
@@ -281,8 +281,7 @@ class RedisJournal:
             if record is not None and not entry.recorded:
                 counted = record if record.job_id == job_id else attrs.evolve(record, job_id=job_id)
                 new = attrs.evolve(new, recorded=True)
-            if new.owner is not None:
-                new = attrs.evolve(new, owner=None)
+            new = detached(new, now)
             return new, counted
 
         old, new = self._transition(job_id, change, now)

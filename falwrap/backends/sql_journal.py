@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 
 from falwrap.aggregates import summarize
-from falwrap.backends.memory import apply_acceptance, apply_settlement, budget_error
+from falwrap.backends.memory import apply_acceptance, apply_settlement, budget_error, detached
 from falwrap.backends.sql import Connection, Database, day_text, from_us, to_us
 from falwrap.journal import (
     CHARGED_STATES,
@@ -371,8 +371,7 @@ class SqlJournal:
                 self._insert_record(conn, record, job_id)
                 calls[(record.day, record.model_id)] = [1, int(record.success), 0, record.duration_ms]
                 new = attrs.evolve(new, recorded=True)
-            if new.owner is not None:
-                new = attrs.evolve(new, owner=None)
+            new = detached(new, now)
             if new != entry:
                 self._put(conn, entry, new, calls)
             return settled

@@ -148,6 +148,7 @@ def test_a_failed_call_after_acceptance_stays_charged_at_its_estimate(store: Sto
     assert [e.job_id for e in left] == [entry.job_id]
     assert left[0].state is JobState.RUNNING
     assert left[0].recorded
+    assert left[0].finished_at == T0  # when its call ended: nothing was sent for it since
     # Reconciliation later settles it with the true cost, and adds no second record.
     assert j.finish(entry.job_id, settlement=succeeded("0.025"), record=record(entry.job_id), now=T0)
     assert j.stats()["total_calls"] == 1
