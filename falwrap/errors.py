@@ -493,11 +493,16 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def _clause(text: str) -> str:
+    """fal's text without its closing full stop: messages add their own punctuation after it."""
+    return text.strip().rstrip(".").rstrip()
+
+
 def _field_messages(details: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = []
     for item in details:
         loc = [str(p) for p in item.get("loc") or () if p != "body"]
-        msg = str(item.get("msg") or item.get("type") or "invalid")
+        msg = _clause(str(item.get("msg") or item.get("type") or "invalid"))
         lines.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
     return lines
 
@@ -559,10 +564,10 @@ def error_from_response(
     else:
         retryable = status_code in RETRYABLE_STATUS_CODES
 
-    reason = detail if isinstance(detail, str) else ""
+    reason = _clause(detail) if isinstance(detail, str) else ""
     if not reason and not isinstance(data, (dict, list)):
         # A gateway's HTML page says nothing useful to a person; keep the first words only.
-        reason = "" if "<" in text else text.strip()[:200]
+        reason = "" if "<" in text else _clause(text.strip()[:200])
     fields = _field_messages(details)
     what = f" calling {model_id}" if model_id else ""
     rid = f" (request {request_id})" if request_id else ""
@@ -589,19 +594,19 @@ def error_from_response(
         if fields:
             advice = f"{'; '.join(fields)}. {advice}".strip()
         if not advice:
-            advice = reason or "The model reported a failure without details."
+            advice = f"{reason}." if reason else "The model reported a failure without details."
         msg = f"The job{rid} failed{what} (HTTP {status_code}, {error_type or 'model error'}): {advice}"
         if retryable and "again" not in msg:
             msg += " Trying again may help."
         return ModelError(msg, error_code=error_type or "MODEL_ERROR", **kwargs)
     if status_code in {400, 422}:
         if error_type and error_type in ERROR_TYPE_ADVICE and not fields:
-            problem = ERROR_TYPE_ADVICE[str(error_type)]
+            problem = _clause(ERROR_TYPE_ADVICE[str(error_type)])
         else:
             problem = "; ".join(fields) or reason or "the input is not valid"
         msg = f"fal rejected the input{what} (HTTP {status_code}): {problem}. Fix the arguments and try again."
         code = error_type if error_type and error_type not in {"bad_request"} else "INVALID_INPUT"
-        return InvalidRequestError(msg.replace("..", "."), error_code=code, **kwargs)
+        return InvalidRequestError(msg, error_code=code, **kwargs)
     if status_code == 401:
         msg = (
             "fal did not accept the API key (HTTP 401). Check FAL_KEY in the environment or in .env: "
@@ -613,7 +618,7 @@ def error_from_response(
             f"Your fal account cannot pay for this request (HTTP {status_code}: {reason or 'payment required'}). "
             "Add credits at https://fal.ai/dashboard/billing, then try again."
         )
-        return PaymentRequiredError(msg.replace("..", "."), **kwargs)
+        return PaymentRequiredError(msg, **kwargs)
     if status_code == 403:
         msg = (
             f"fal refused access (HTTP 403{': ' + reason if reason else ''}). "
