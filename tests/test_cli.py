@@ -178,10 +178,10 @@ def test_select_with_no_fit_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_stats_without_redis_explains_where_stats_live(tmp_path: Path) -> None:
-    """Without FALWRAP_REDIS_URL, `falwrap stats` says stats live in the process that made the calls."""
+    """Without a shared store, `falwrap stats` says stats live in the process that made the calls."""
     result = run_cli("stats", cwd=tmp_path)
     assert result.returncode == 0
-    assert "FALWRAP_REDIS_URL" in result.stdout
+    assert "FALWRAP_STORE_URL" in result.stdout
     document = json.loads(run_cli("stats", "--json", cwd=tmp_path).stdout)
     assert document["ledger"] == "process"
 
