@@ -51,6 +51,10 @@ def out_dir(args: argparse.Namespace) -> Path | None:
     """Where to save, checked before anything is generated (and paid for); ``None`` with ``--no-save``."""
     if getattr(args, "no_save", False):
         return None
+    unusable = f"--out: {args.out!r} is not a usable directory path. Choose another directory."
+    if "\0" in args.out:
+        # pathlib's exists() answers False for it, and mkdir() would fail only after the job was paid for.
+        raise UsageError(unusable)
     try:
         path = Path(args.out).expanduser()
         if path.exists() and not path.is_dir():
@@ -60,9 +64,8 @@ def out_dir(args: argparse.Namespace) -> Path | None:
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
     except (ValueError, OSError, RuntimeError):
-        # A NUL byte, an unknown ~user, a name too long: not a directory anyone can write to.
-        msg = f"--out: {args.out!r} is not a usable directory path. Choose another directory."
-        raise UsageError(msg) from None
+        # An unknown ~user, a name too long: not a directory anyone can write to.
+        raise UsageError(unusable) from None
     if not os.access(existing, os.W_OK | os.X_OK):
         msg = f"--out: cannot write to {str(existing)!r} (permission denied). Choose another directory."
         raise UsageError(msg)
