@@ -301,6 +301,8 @@ def resolve_size(model: ModelInfo, size: Any) -> str | dict[str, int]:
 def _checked(model: ModelInfo, arguments: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in arguments.items():
+        if not isinstance(name, str) or not name:
+            raise _fail("params", f"has the key {name!r}; parameter names are non-empty text.")
         if name.endswith("_url") and name in model.params:
             # A URL or a local path, resolved (uploaded) by the client.
             out[name] = None if value is None else _check_image_value(name, value)
@@ -332,8 +334,8 @@ def validate_arguments(model: ModelInfo | None, model_id: str, arguments: Mappin
     if not isinstance(arguments, Mapping):
         raise _fail("arguments", f"expected a mapping of parameter names to values, got {type(arguments).__name__}.")
     for key in arguments:
-        if not isinstance(key, str):
-            raise _fail("arguments", f"has the key {key!r} ({type(key).__name__}); parameter names are text.")
+        if not isinstance(key, str) or not key:
+            raise _fail("arguments", f"has the key {key!r}; parameter names are non-empty text.")
     if "prompt" in arguments:
         _check_prompt(arguments["prompt"])
     if model is None:

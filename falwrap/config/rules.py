@@ -167,6 +167,8 @@ def redact_url(value: str | None) -> str | None:
         return None
     try:
         parts = urlsplit(value)
+        if parts.password is None and not parts.query:
+            return value  # nothing to hide: shown exactly as written
         if parts.password is not None:
             user = f"{parts.username}:" if parts.username else ":"
             parts = parts._replace(netloc=f"{user}***@{parts.netloc.rpartition('@')[2]}")
