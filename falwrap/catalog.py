@@ -235,7 +235,7 @@ class ModelInfo:
 
 # --- The built-in catalog ------------------------------------------------------------------------
 
-# Parameter ranges from fal's model pages and OpenAPI schemas (FAL_PROTOCOL.md).
+# Parameter ranges from fal's model pages and OpenAPI schemas (fal.ai/models/<id>/api).
 _SEED = ParamSpec("int", minimum=0, maximum=2**32 - 1, description="same seed + prompt = same image")
 _OUTPUT_FORMAT = ParamSpec("str", choices=("jpeg", "png"))
 _NUM_IMAGES = ParamSpec("int", minimum=1, maximum=4)
@@ -741,8 +741,8 @@ def actual_cost(
     return _money(_count_units(model, output, arguments), model.unit_price_usd)
 
 
-# actual_cost's keyword ``billable_units`` (the header, named as the lead's
-# client passes it) shadows the function inside it; this alias reaches the function.
+# actual_cost's keyword ``billable_units`` (the header, named as the client
+# passes it) shadows the function inside it; this alias reaches the function.
 _count_units = billable_units
 
 
