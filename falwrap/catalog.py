@@ -139,16 +139,17 @@ def _positive_int(value: object) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def _decimal(value: Decimal | int | float | str, field: str) -> Decimal:
+def _decimal(value: Decimal | int | float | str, field: str, *, exact: bool = False) -> Decimal:
     try:
-        return parse_usd(value)
+        return parse_usd(value, exact=exact)
     except ValueError as exc:
         msg = f"{field}={value!r} is not valid: {exc}."
         raise InvalidInputError(msg, field=field) from None
 
 
 def _unit_price(value: Decimal | int | float | str) -> Decimal:
-    return _decimal(value, "unit_price_usd")
+    # A price per unit may be finer than the micro-dollar costs are rounded to (per token, per pixel).
+    return _decimal(value, "unit_price_usd", exact=True)
 
 
 @attrs.frozen
@@ -900,13 +901,15 @@ def select_model(
             reasons[model_id] = f"cannot price these arguments: {exc.message.rstrip('.')}"
             continue
         if requirements.budget is not None and cost > requirements.budget:
-            reasons[model_id] = f"one output costs ${cost.normalize():f}, over the budget of ${requirements.budget:f}"
+            over = f"over the budget of ${requirements.budget.normalize():f}"
+            reasons[model_id] = f"one output costs ${cost.normalize():f}, {over}"
             continue
         fits.append((model, cost))
 
     if not fits:
         lines = "; ".join(f"{m}: {why}" for m, why in reasons.items()) or "the catalog is empty"
-        budget = "no budget cap" if requirements.budget is None else f"budget ${requirements.budget:f} per output"
+        cap = requirements.budget
+        budget = "no budget cap" if cap is None else f"budget ${cap.normalize():f} per output"
         msg = (
             f"No {requirements.kind} model fits quality={tier or 'any'}, {budget}, "
             f"urgency={requirements.urgency}. {lines}. Raise the budget, lower the quality, or pass model=."

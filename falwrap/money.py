@@ -74,7 +74,7 @@ def quantize_usd(value: Decimal | int, *, name: str = "amount") -> Decimal:
         raise ValueError(msg) from exc
 
 
-def parse_usd(value: object, *, maximum: Decimal = MAX_USD) -> Decimal:
+def parse_usd(value: object, *, maximum: Decimal = MAX_USD, exact: bool = False) -> Decimal:
     """An amount of US dollars a person gave, as exact dollars rounded to the micro-dollar.
 
     A float is read through its shortest text (``0.1`` is the decimal 0.1, not
@@ -83,9 +83,11 @@ def parse_usd(value: object, *, maximum: Decimal = MAX_USD) -> Decimal:
     Args:
         value: A Decimal, int, float or string.
         maximum: The largest amount accepted.
+        exact: Keep every digit (for a price per unit, which may be finer than
+            a micro-dollar) instead of rounding with :func:`quantize_usd`.
 
     Returns:
-        The amount, quantised with :func:`quantize_usd`.
+        The amount, quantised with :func:`quantize_usd` unless ``exact``.
 
     Raises:
         ValueError: ``value`` is a bool or another type, not a number, NaN,
@@ -109,7 +111,7 @@ def parse_usd(value: object, *, maximum: Decimal = MAX_USD) -> Decimal:
     if amount > maximum:
         msg = f"expected at most {maximum:,f} USD"
         raise ValueError(msg)
-    return quantize_usd(amount)
+    return amount if exact else quantize_usd(amount)
 
 
 def display_usd(amount: Decimal) -> Decimal:

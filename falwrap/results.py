@@ -230,7 +230,7 @@ class JobHandle:
             raise InvalidInputError(msg, field="operation")
         estimate = data.get("estimate_usd", "0")
         try:
-            estimate_usd = parse_usd(estimate)
+            estimate_usd = parse_usd(estimate, exact=True)  # as stored: to_dict(from_dict(d)) == d
         except ValueError as exc:
             msg = f"JobHandle.from_dict: estimate_usd={estimate!r} is not valid: {exc}."
             raise InvalidInputError(msg, field="estimate_usd") from None

@@ -123,7 +123,7 @@ class ValueKind:
         if self.kind == "number":
             return f"{value:.6f}".rstrip("0").rstrip(".")
         if isinstance(value, Decimal):
-            return format(value, "f")
+            return format(value.normalize(), "f")
         return str(value)
 
 
