@@ -134,11 +134,13 @@ class Server:
         return list(dict.fromkeys(re.findall(rf"{re.escape(marker)} (\d+)", text)))
 
     def served_by(self, status: int, path: str) -> Counter[str]:
-        """Worker pid -> requests to ``path`` it answered with ``status`` (from the access log)."""
+        """Worker pid -> requests to ``path`` it answered with ``status`` (from the access log, pid as ``<pid>``)."""
         with self._lock:
             text = "\n".join(self._lines)
         served: Counter[str] = Counter()
-        for pid, code, _method, url in re.findall(r"falwrap-access (\d+) (\d{3}) (\S+) (\S+?)(?=falwrap-|\s|$)", text):
+        # gunicorn's %(p)s is "<pid>"; a path ends at whitespace or where another line's marker starts.
+        access = r"falwrap-access <?(\d+)>? (\d{3}) (\S+) (\S+?)(?=falwrap-|\s|$)"
+        for pid, code, _method, url in re.findall(access, text):
             if code == str(status) and url == path:
                 served[pid] += 1
         return served

@@ -190,5 +190,5 @@ def test_ready_markers_sharing_one_line_are_all_counted() -> None:
     server.add("[INFO] Booting worker with pid: 6940 falwrap-worker-ready 6940\n")
     server.add("falwrap-worker-ready 6937\n")
     assert server.marked("falwrap-worker-ready") == ["6937", "6938", "6939", "6940"]
-    server.add("falwrap-access 6938 200 POST /imagefalwrap-access 6939 200 POST /image\n")
+    server.add("falwrap-access <6938> 200 POST /imagefalwrap-access <6939> 200 POST /image\n")
     assert server.served_by(200, "/image") == Counter({"6938": 1, "6939": 1})

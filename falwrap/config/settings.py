@@ -195,8 +195,8 @@ class RateLimitConfig:
 
     Args:
         requests_per_minute: Submissions allowed per minute (a leaky bucket,
-            GCRA), from 0.001 to 1,000,000.
-        burst: Submissions that may go back to back before pacing starts (1 to 10,000).
+            GCRA), from 0.001 to 10^9.
+        burst: Submissions that may go back to back before pacing starts (1 to 10^6).
         max_concurrent: Jobs in flight at once from this client (``None``: no cap).
         redis_url: Deprecated: set :attr:`FalConfig.store_url` instead. A Redis
             URL here still makes every process sharing the key obey one limit
