@@ -19,21 +19,25 @@ How fal bills, and how this module counts it (:func:`billable_units`):
 * ``video``: a flat price per video.
 * ``compute_second``: GPU seconds, for models fal prices by machine time.
 
+Upscalers bill the *output* image by the megapixel: an upscale of a 1024 x 1024
+image by 2 makes a 2048 x 2048 image, 4 megapixels.
+
 Money is :class:`~decimal.Decimal` everywhere and costs are quantised to
-micro-dollars (:data:`MICRO_USD`).
+micro-dollars (:data:`MICRO_USD`) as :mod:`falwrap.money` rounds them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 import attrs
 
 from falwrap.errors import InvalidInputError, NoModelError
+from falwrap.money import MICRO_DOLLAR, parse_usd, quantize_usd
 
 __all__ = [
     "IMAGE_SIZE_PRESETS",
@@ -51,7 +55,7 @@ __all__ = [
     "select_model",
 ]
 
-Kind = Literal["image", "video"]
+Kind = Literal["image", "video", "upscale"]
 Quality = Literal["low", "medium", "high", "ultra"]
 Unit = Literal["megapixel", "image", "second", "video", "compute_second"]
 ParamType = Literal["int", "float", "str", "bool", "image_size", "url"]
@@ -68,8 +72,8 @@ URGENCIES: tuple[str, ...] = get_args(Urgency)
 #: fal's billing megapixel: 1024 x 1024 pixels (see the module docstring for why not 10**6).
 MEGAPIXEL = 1024 * 1024
 
-#: Costs are rounded to a millionth of a dollar: finer than any fal price, exact in Decimal.
-MICRO_USD = Decimal("0.000001")
+#: The unit costs are rounded to: :data:`falwrap.money.MICRO_DOLLAR` (the same object, under its older name here).
+MICRO_USD = MICRO_DOLLAR
 
 #: fal's named image sizes, as (width, height); ``image_size`` accepts these names.
 IMAGE_SIZE_PRESETS: Mapping[str, tuple[int, int]] = MappingProxyType(
@@ -83,6 +87,9 @@ IMAGE_SIZE_PRESETS: Mapping[str, tuple[int, int]] = MappingProxyType(
     }
 )
 
+#: What each kind of model makes, for messages.
+_OUTPUTS: Mapping[str, str] = MappingProxyType({"image": "images", "video": "videos", "upscale": "upscaled images"})
+
 #: Which quality floor each requested tier sets.
 TIER_FLOOR: Mapping[str, str] = MappingProxyType({"draft": "low", "production": "medium", "premium": "high"})
 
@@ -90,6 +97,9 @@ TIER_FLOOR: Mapping[str, str] = MappingProxyType({"draft": "low", "production": 
 # (a bare unit passed to billable_units): fal's own defaults for flux and Kling.
 _FALLBACK_IMAGE_SIZE = "landscape_4_3"
 _FALLBACK_DURATION = Decimal(5)
+# An upscaler bills its output, whose size depends on an input image the
+# estimate does not open: it assumes a one-megapixel (1024 x 1024) input.
+_ASSUMED_UPSCALE_INPUT = (1024, 1024)
 
 
 def _is_int(value: object) -> bool:
@@ -111,6 +121,12 @@ def _one_of(allowed: Iterable[str], what: str) -> Callable[[Any, attrs.Attribute
     return check
 
 
+def _boolean(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        msg = f"{attribute.name}={value!r} is not valid: expected True or False."
+        raise InvalidInputError(msg, field=attribute.name)
+
+
 def _freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
@@ -123,24 +139,17 @@ def _positive_int(value: object) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def _decimal(value: Decimal | int | float | str, field: str) -> Decimal:
-    if isinstance(value, bool):
-        msg = f"{field}={value!r} is not valid: expected an amount in USD such as 0.025."
-        raise InvalidInputError(msg, field=field)
+def _decimal(value: Decimal | int | float | str, field: str, *, exact: bool = False) -> Decimal:
     try:
-        # str() first so 0.1 means the decimal 0.1, not the binary float's expansion.
-        result = value if isinstance(value, Decimal) else Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        msg = f"{field}={value!r} is not valid: expected an amount in USD such as 0.025."
+        return parse_usd(value, exact=exact)
+    except ValueError as exc:
+        msg = f"{field}={value!r} is not valid: {exc}."
         raise InvalidInputError(msg, field=field) from None
-    if not result.is_finite() or result < 0:
-        msg = f"{field}={value!r} is not valid: expected zero or a positive amount in USD."
-        raise InvalidInputError(msg, field=field)
-    return result
 
 
 def _unit_price(value: Decimal | int | float | str) -> Decimal:
-    return _decimal(value, "unit_price_usd")
+    # A price per unit may be finer than the micro-dollar costs are rounded to (per token, per pixel).
+    return _decimal(value, "unit_price_usd", exact=True)
 
 
 @attrs.frozen
@@ -180,7 +189,7 @@ class ModelInfo:
 
     Args:
         id: fal's endpoint id, e.g. ``fal-ai/flux/dev``.
-        kind: ``image`` or ``video``.
+        kind: ``image``, ``video`` or ``upscale`` (makes a larger copy of an input image).
         quality: ``low``, ``medium``, ``high`` or ``ultra`` (our editorial ranking).
         unit_price_usd: Price of one billing unit in USD.
         unit: The billing unit: ``megapixel``, ``image``, ``second`` (of video),
@@ -196,6 +205,8 @@ class ModelInfo:
         image_input: Name of the argument that takes an input image
             (``image_url``), or ``None`` when the model takes none; whether it is
             required is ``params[image_input].required``.
+        scale_input: Name of the argument that takes an upscaler's factor
+            (``upscale_factor``), or ``None`` for models that do not upscale.
 
     Raises:
         InvalidInputError: a field has a value outside the ones listed.
@@ -214,6 +225,7 @@ class ModelInfo:
     price_source: str = ""
     description: str = ""
     image_input: str | None = None
+    scale_input: str | None = None
 
     @property
     def requires_image(self) -> bool:
@@ -224,7 +236,7 @@ class ModelInfo:
 
 # --- The built-in catalog ------------------------------------------------------------------------
 
-# Parameter ranges from fal's model pages and OpenAPI schemas (FAL_PROTOCOL.md).
+# Parameter ranges from fal's model pages and OpenAPI schemas (fal.ai/models/<id>/api).
 _SEED = ParamSpec("int", minimum=0, maximum=2**32 - 1, description="same seed + prompt = same image")
 _OUTPUT_FORMAT = ParamSpec("str", choices=("jpeg", "png"))
 _NUM_IMAGES = ParamSpec("int", minimum=1, maximum=4)
@@ -447,6 +459,57 @@ _MODELS: tuple[ModelInfo, ...] = (
         price_source="fal.ai model page fal-ai/kling-video/v1/standard/text-to-video: $0.045 per second, 2026-11",
         description="Kling 1.0 standard: a 5 or 10 second clip from text.",
     ),
+    # Upscalers: input parameters and prices from the models' pages on fal.ai
+    # (fal.ai/models/<id>/api and its llms.txt, read 2026-12); both bill the output by the megapixel.
+    ModelInfo(
+        id="fal-ai/clarity-upscaler",
+        kind="upscale",
+        quality="medium",
+        unit_price_usd=Decimal("0.03"),
+        unit="megapixel",
+        avg_latency_s=20.0,
+        max_width=_FLUX_MAX_SIDE,
+        max_height=_FLUX_MAX_SIDE,
+        params={
+            "image_url": ParamSpec("url", required=True, description="the image to upscale"),
+            "upscale_factor": ParamSpec("float", minimum=1, maximum=4, description="output size / input size"),
+            "prompt": ParamSpec("str", description="what the image shows, to guide added detail"),
+            "negative_prompt": ParamSpec("str"),
+            "creativity": ParamSpec("float", minimum=0, maximum=1, description="how far it may depart from the input"),
+            "resemblance": ParamSpec("float", minimum=0, maximum=1, description="how closely it keeps the input"),
+            "guidance_scale": ParamSpec("float", minimum=0, maximum=20),
+            "num_inference_steps": ParamSpec("int", minimum=1, maximum=50),
+            "seed": _SEED,
+            "enable_safety_checker": ParamSpec("bool"),
+        },
+        defaults={"upscale_factor": 2},
+        price_source="fal.ai model page fal-ai/clarity-upscaler: $0.03 per megapixel (output), 2026-12",
+        description="Clarity Upscaler: 1-4x with added detail, guided by an optional prompt.",
+        image_input="image_url",
+        scale_input="upscale_factor",
+    ),
+    ModelInfo(
+        id="fal-ai/flux-vision-upscaler",
+        kind="upscale",
+        quality="high",
+        unit_price_usd=Decimal("0.1"),
+        unit="megapixel",
+        avg_latency_s=30.0,
+        max_width=_FLUX_MAX_SIDE,
+        max_height=_FLUX_MAX_SIDE,
+        params={
+            "image_url": ParamSpec("url", required=True, description="the image to upscale"),
+            "upscale_factor": ParamSpec("float", minimum=1, maximum=4, description="output size / input size"),
+            "creativity": ParamSpec("float", minimum=0, maximum=1, description="how far it may depart from the input"),
+            "guidance": ParamSpec("float", minimum=1, maximum=4),
+            "seed": _SEED,
+        },
+        defaults={"upscale_factor": 2},
+        price_source="fal.ai model page fal-ai/flux-vision-upscaler: $0.1 per megapixel (output), 2026-12",
+        description="Flux Vision Upscaler: 1-4x with high fidelity, the dearer and finer of the two.",
+        image_input="image_url",
+        scale_input="upscale_factor",
+    ),
 )
 
 #: Every built-in model by id: a read-only view (copy it into a dict to extend it).
@@ -515,7 +578,20 @@ def _merged(model: ModelInfo | None, arguments: Mapping[str, Any] | None) -> dic
     return merged
 
 
+def _upscale_factor(model: ModelInfo, args: Mapping[str, Any]) -> float:
+    field = model.scale_input or "scale"
+    factor = args.get(field, 2) if model.scale_input else 2
+    if not _is_number(factor) or not math.isfinite(factor) or factor <= 0:
+        msg = f"{field}={factor!r} is not valid: expected a positive factor such as 2."
+        raise InvalidInputError(msg, field=field)
+    return float(factor)
+
+
 def _requested_units(unit: str, model: ModelInfo | None, args: Mapping[str, Any]) -> Decimal:
+    if model is not None and model.kind == "upscale" and unit == "megapixel":
+        factor = _upscale_factor(model, args)
+        width, height = (math.ceil(side * factor) for side in _ASSUMED_UPSCALE_INPUT)
+        return Decimal(_megapixels(width, height))
     if unit == "megapixel":
         width, height = resolve_image_size(args.get("image_size", _FALLBACK_IMAGE_SIZE))
         return Decimal(_count(args.get("num_images"), 1, "num_images") * _megapixels(width, height))
@@ -561,7 +637,8 @@ def billable_units(
 
     * ``megapixel``: each returned image's width x height rounded up to whole
       1024 x 1024 megapixels, summed; without an output, ``num_images`` x the
-      requested ``image_size`` (default ``landscape_4_3``: 1 MP).
+      requested ``image_size`` (default ``landscape_4_3``: 1 MP), or for an
+      upscaler a 1024 x 1024 input times its factor (2x: 4 MP).
     * ``image``: images returned (``num_images`` asked for, default 1).
     * ``second``: the video's ``duration`` when the output states one, else the
       requested ``duration`` (default 5).
@@ -611,7 +688,7 @@ def billable_units(
 
 
 def _money(units: Decimal, unit_price: Decimal) -> Decimal:
-    return (units * unit_price).quantize(MICRO_USD, rounding=ROUND_HALF_UP)
+    return quantize_usd(units * unit_price)
 
 
 def estimate_cost(model: ModelInfo, arguments: Mapping[str, Any] | None) -> Decimal:
@@ -665,8 +742,8 @@ def actual_cost(
     return _money(_count_units(model, output, arguments), model.unit_price_usd)
 
 
-# actual_cost's keyword ``billable_units`` (the header, named as the lead's
-# client passes it) shadows the function inside it; this alias reaches the function.
+# actual_cost's keyword ``billable_units`` (the header, named as the client
+# passes it) shadows the function inside it; this alias reaches the function.
 _count_units = billable_units
 
 
@@ -706,7 +783,7 @@ class TaskRequirements:
     """What a caller needs from a model; plain strings are fine (``"premium"``).
 
     Args:
-        kind: ``image`` or ``video``.
+        kind: ``image``, ``video`` or ``upscale``.
         budget: The most one output (one image, or one video at its duration)
             may cost, in USD: a Decimal, or an int, float or string converted
             exactly (``0.01`` is one cent). ``None``: no cap.
@@ -728,7 +805,7 @@ class TaskRequirements:
         default="production", converter=_lowered, validator=attrs.validators.optional(_one_of(QUALITY_TIERS, "quality"))
     )
     urgency: Urgency = attrs.field(default="normal", converter=_lowered, validator=_one_of(URGENCIES, "urgency"))
-    with_image: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    with_image: bool = attrs.field(default=False, validator=_boolean)
 
 
 def _rank(quality: str) -> int:
@@ -781,6 +858,8 @@ def select_model(
         fal-ai/flux-pro/v1.1-ultra                    image       0.06    $0.06       ultra     10 s
         fal-ai/kling-video/v1/standard/text-to-video  second      0.045   $0.225 (5s) medium   240 s
         fal-ai/kling-video/v1/standard/image-to-video second      0.045   $0.225 (5s) medium   240 s
+        fal-ai/clarity-upscaler (needs an image)      megapixel   0.03    $0.12 (2x)  medium    20 s
+        fal-ai/flux-vision-upscaler (needs an image)  megapixel   0.1     $0.40 (2x)  high      30 s
 
     Args:
         requirements: What the task needs.
@@ -801,7 +880,7 @@ def select_model(
     fits: list[tuple[ModelInfo, Decimal]] = []
     for model_id, model in models.items():
         if model.kind != requirements.kind:
-            reasons[model_id] = f"makes {model.kind}s, not {requirements.kind}s"
+            reasons[model_id] = f"makes {_OUTPUTS[model.kind]}, not {_OUTPUTS[requirements.kind]}"
             continue
         if requirements.with_image and model.image_input is None:
             reasons[model_id] = "takes no input image"
@@ -819,16 +898,18 @@ def select_model(
         try:
             cost = cost_per_output(model, arguments)
         except InvalidInputError as exc:
-            reasons[model_id] = f"cannot price these arguments: {exc.message}"
+            reasons[model_id] = f"cannot price these arguments: {exc.message.rstrip('.')}"
             continue
         if requirements.budget is not None and cost > requirements.budget:
-            reasons[model_id] = f"one output costs ${cost.normalize():f}, over the budget of ${requirements.budget:f}"
+            over = f"over the budget of ${requirements.budget.normalize():f}"
+            reasons[model_id] = f"one output costs ${cost.normalize():f}, {over}"
             continue
         fits.append((model, cost))
 
     if not fits:
         lines = "; ".join(f"{m}: {why}" for m, why in reasons.items()) or "the catalog is empty"
-        budget = "no budget cap" if requirements.budget is None else f"budget ${requirements.budget:f} per output"
+        cap = requirements.budget
+        budget = "no budget cap" if cap is None else f"budget ${cap.normalize():f} per output"
         msg = (
             f"No {requirements.kind} model fits quality={tier or 'any'}, {budget}, "
             f"urgency={requirements.urgency}. {lines}. Raise the budget, lower the quality, or pass model=."

@@ -1,26 +1,46 @@
 """Every error falwrap raises, with a friendly message that says what to do.
 
-The tree::
+The tree, with each class's ``code``, the ``falwrap`` command's exit status and
+the HTTP status the web integrations answer with::
 
-    FalwrapError(Exception)
-     ├── ConfigurationError(FalwrapError, ValueError)
-     ├── InvalidInputError(FalwrapError, ValueError)       local validation, before any HTTP
-     ├── BudgetExceededError(FalwrapError)                 the daily budget would be exceeded
-     ├── NoModelError(FalwrapError, LookupError)           selection found no model; says why
-     ├── RateLimitTimeout(FalwrapError, TimeoutError)      the local limiter wait passed the deadline
-     ├── BackendUnavailableError(FalwrapError, ConnectionError)  the shared Redis state is unreachable
-     ├── WebhookVerificationError(FalwrapError, ValueError)  a webhook delivery failed verification; .reason
-     └── FalApiError(FalwrapError)                         anything fal answered, or failed to
-          ├── AuthenticationError                          401 / 403 key problems
-          ├── PaymentRequiredError                         402 / locked account, exhausted balance
-          ├── InvalidRequestError                          400 / 422 from fal, with field details
-          ├── NotFoundError                                404: unknown model or request
-          ├── RateLimitError                               429
-          ├── ServerError                                  5xx after retries
-          ├── ModelError                                   the job ran and failed
-          ├── FalConnectionError                           network failures after retries
-          │    └── AmbiguousSubmissionError                a submission may have reached fal; not resent
-          └── FalTimeoutError(FalApiError, TimeoutError)   deadline hit; request cancelled at fal
+    FalwrapError(Exception)                                          FALWRAP_ERROR          1  500
+     ├── ConfigurationError(FalwrapError, ValueError)                CONFIGURATION          3  500
+     ├── InvalidInputError(FalwrapError, ValueError)                 INVALID_INPUT          2  400
+     ├── BudgetExceededError(FalwrapError)                           BUDGET_EXCEEDED        6  429
+     ├── NoModelError(FalwrapError, LookupError)                     NO_MODEL               2  400
+     ├── RateLimitTimeout(FalwrapError, TimeoutError)                RATE_LIMIT_TIMEOUT     5  503
+     ├── BackendUnavailableError(FalwrapError, ConnectionError)      BACKEND_UNAVAILABLE    3  503
+     ├── WebhookVerificationError(FalwrapError, ValueError)          WEBHOOK_UNVERIFIED     2  401
+     └── FalApiError(FalwrapError)                                   API_ERROR              4  502
+          ├── AuthenticationError                                    UNAUTHORIZED           4  500
+          ├── PaymentRequiredError                                   PAYMENT_REQUIRED       4  402
+          ├── InvalidRequestError                                    INVALID_INPUT          4  422
+          ├── NotFoundError                                          NOT_FOUND              4  404
+          ├── RateLimitError                                         RATE_LIMIT             4  503
+          ├── ServerError                                            SERVICE_UNAVAILABLE    4  502
+          ├── ModelError                                             MODEL_ERROR            4  502
+          ├── FalConnectionError                                     CONNECTION_ERROR       4  502
+          │    └── AmbiguousSubmissionError                          AMBIGUOUS_SUBMISSION   4  502
+          └── FalTimeoutError(FalApiError, TimeoutError)             TIMEOUT                5  504
+
+What each means: :class:`ConfigurationError` a setting is missing or invalid;
+:class:`InvalidInputError` local validation failed, before any HTTP;
+:class:`BudgetExceededError` the daily budget would be exceeded;
+:class:`NoModelError` selection found no model, and says why;
+:class:`RateLimitTimeout` the local limiter could not grant a slot before the
+deadline; :class:`BackendUnavailableError` the shared state store is
+unreachable; :class:`WebhookVerificationError` a webhook delivery is not
+provably from fal (``.reason`` says why); :class:`FalApiError` anything fal answered, or failed to (401/403
+key problems, 402 or a locked account, 400/422 with field details, 404, 429,
+5xx after retries, a job that ran and failed, network failures after retries,
+a submission whose fate is unknown, a deadline that passed).
+
+The three columns are class attributes (``code``, ``exit_status``,
+``http_status``), so a subclass inherits them and every consumer (the
+``falwrap`` command, the web integrations, the ledger through
+:func:`error_code`) reads the same table. A :class:`FalApiError` instance
+carries its own ``error_code``: fal's ``error_type`` when fal named one, else
+its class's ``code``.
 
 ``str(err)`` is always the friendly message. Errors raised from a fal_client or
 httpx failure chain the original (``raise ... from exc``) so ``--debug``
@@ -35,7 +55,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "AmbiguousSubmissionError",
@@ -57,18 +77,33 @@ __all__ = [
     "RateLimitTimeout",
     "ServerError",
     "WebhookVerificationError",
+    "error_code",
 ]
 
 
 class FalwrapError(Exception):
-    """Base class of every error falwrap raises."""
+    """Base class of every error falwrap raises.
 
-    #: The friendly message: what happened and what to do about it.
+    Attributes:
+        message: The friendly message: what happened and what to do about it.
+        error_code: This error's code; the class's :attr:`code` unless a
+            :class:`FalApiError` carries fal's own.
+    """
+
+    #: Stable, machine-readable name of this kind of error (the ledger's and the web JSON's ``code``).
+    code: ClassVar[str] = "FALWRAP_ERROR"
+    #: Exit status of the ``falwrap`` command when this error ends it.
+    exit_status: ClassVar[int] = 1
+    #: HTTP status the web integrations answer with.
+    http_status: ClassVar[int] = 500
+
     message: str
+    error_code: str
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.error_code = type(self).code
 
     def __str__(self) -> str:
         return self.message
@@ -76,6 +111,11 @@ class FalwrapError(Exception):
 
 class ConfigurationError(FalwrapError, ValueError):
     """A setting is missing or invalid; the message names it, its value and what is expected."""
+
+    code = "CONFIGURATION"
+    exit_status = 3
+    # The server's own setup is wrong: nothing the client sent can fix it.
+    http_status = 500
 
     def __init__(self, message: str, *, variable: str | None = None) -> None:
         super().__init__(message)
@@ -85,6 +125,10 @@ class ConfigurationError(FalwrapError, ValueError):
 
 class InvalidInputError(FalwrapError, ValueError):
     """An argument failed local validation; raised before any HTTP request is sent."""
+
+    code = "INVALID_INPUT"
+    exit_status = 2
+    http_status = 400
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -97,6 +141,11 @@ class BudgetExceededError(FalwrapError):
 
     Raised before anything is submitted, so nothing was spent.
     """
+
+    code = "BUDGET_EXCEEDED"
+    exit_status = 6
+    # Too Many Requests, with Retry-After at the next 00:00 UTC: the budget renews then.
+    http_status = 429
 
     def __init__(
         self,
@@ -123,6 +172,10 @@ class BudgetExceededError(FalwrapError):
 class NoModelError(FalwrapError, LookupError):
     """Model selection found nothing that fits; ``reasons`` maps each candidate to why not."""
 
+    code = "NO_MODEL"
+    exit_status = 2
+    http_status = 400
+
     def __init__(self, message: str, *, reasons: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.reasons: dict[str, str] = dict(reasons or {})
@@ -134,6 +187,10 @@ class RateLimitTimeout(FalwrapError, TimeoutError):
     Nothing was sent to fal and no slot stays reserved.
     """
 
+    code = "RATE_LIMIT_TIMEOUT"
+    exit_status = 5
+    http_status = 503
+
     def __init__(self, message: str, *, wait: float | None = None) -> None:
         super().__init__(message)
         #: Seconds the caller would have had to wait, when known.
@@ -141,11 +198,16 @@ class RateLimitTimeout(FalwrapError, TimeoutError):
 
 
 class BackendUnavailableError(FalwrapError, ConnectionError):
-    """The shared state store (Redis, from ``FALWRAP_REDIS_URL``) could not be reached.
+    """The shared state store (``FALWRAP_STORE_URL``, or ``FALWRAP_REDIS_URL``) could not be reached.
 
     Raised before a call is submitted (budget or limiter check), so nothing was
     sent to fal and nothing was spent.
     """
+
+    code = "BACKEND_UNAVAILABLE"
+    # Like a missing setting, the operator has to act (start the store, fix its URL).
+    exit_status = 3
+    http_status = 503
 
 
 class WebhookVerificationError(FalwrapError, ValueError):
@@ -154,6 +216,12 @@ class WebhookVerificationError(FalwrapError, ValueError):
     ``reason`` is one of ``REASONS`` (``bad_signature``, ``stale_timestamp``, ...):
     stable text to log, count or return in an error answer.
     """
+
+    code = "WEBHOOK_UNVERIFIED"
+    # Bad input from outside, like InvalidInputError; a web endpoint answers 401 (webhook_views
+    # refines it by reason: 400 for a body that is not a delivery, 503 when fal's keys are unreachable).
+    exit_status = 2
+    http_status = 401
 
     #: Every reason ``falwrap.webhooks`` reports; see docs/web.md for what each means.
     REASONS = frozenset(
@@ -198,8 +266,10 @@ class FalApiError(FalwrapError):
         attempts: How many attempts the operation made before giving up.
     """
 
-    #: The error code used when nothing more specific is known.
-    default_code = "API_ERROR"
+    code = "API_ERROR"
+    exit_status = 4
+    # Bad Gateway: the upstream (fal) failed; subclasses say more where a status fits better.
+    http_status = 502
 
     def __init__(
         self,
@@ -216,7 +286,7 @@ class FalApiError(FalwrapError):
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
-        self.error_code = error_code or self.default_code
+        self.error_code = error_code or type(self).code
         self.details: list[dict[str, Any]] = [dict(d) for d in details or ()]
         self.request_id = request_id
         self.retryable = retryable
@@ -237,49 +307,55 @@ class FalApiError(FalwrapError):
 class AuthenticationError(FalApiError):
     """fal rejected the key (401, or a 403 that is not about the account balance)."""
 
-    default_code = "UNAUTHORIZED"
+    code = "UNAUTHORIZED"
+    # The server's own key is wrong: the user of the web app can do nothing about it.
+    http_status = 500
 
 
 class PaymentRequiredError(FalApiError):
     """The account cannot pay: a 402, or fal's 403 "User is locked ... Exhausted balance"."""
 
-    default_code = "PAYMENT_REQUIRED"
+    code = "PAYMENT_REQUIRED"
+    http_status = 402
 
 
 class InvalidRequestError(FalApiError):
     """fal refused the input (400/422); ``details`` carries its field-level reasons."""
 
-    default_code = "INVALID_INPUT"
+    code = "INVALID_INPUT"
+    http_status = 422
 
 
 class NotFoundError(FalApiError):
     """The model or the request id is unknown to fal (404)."""
 
-    default_code = "NOT_FOUND"
+    code = "NOT_FOUND"
+    http_status = 404
 
 
 class RateLimitError(FalApiError):
     """fal answered 429 and retries did not get through."""
 
-    default_code = "RATE_LIMIT"
+    code = "RATE_LIMIT"
+    http_status = 503
 
 
 class ServerError(FalApiError):
     """fal or a gateway in front of it failed (5xx) and retries did not help."""
 
-    default_code = "SERVICE_UNAVAILABLE"
+    code = "SERVICE_UNAVAILABLE"
 
 
 class ModelError(FalApiError):
     """The job ran and failed; ``error_code`` is fal's ``error_type``."""
 
-    default_code = "MODEL_ERROR"
+    code = "MODEL_ERROR"
 
 
 class FalConnectionError(FalApiError):
     """fal could not be reached (connection refused or reset, DNS, TLS) after retries."""
 
-    default_code = "CONNECTION_ERROR"
+    code = "CONNECTION_ERROR"
 
 
 class AmbiguousSubmissionError(FalConnectionError):
@@ -290,13 +366,33 @@ class AmbiguousSubmissionError(FalConnectionError):
     learns from fal what became of it.
     """
 
-    default_code = "AMBIGUOUS_SUBMISSION"
+    code = "AMBIGUOUS_SUBMISSION"
 
 
 class FalTimeoutError(FalApiError, TimeoutError):
     """The operation's deadline passed; the job, if one was accepted, was cancelled at fal."""
 
-    default_code = "TIMEOUT"
+    code = "TIMEOUT"
+    exit_status = 5
+    http_status = 504
+
+
+def error_code(exc: BaseException) -> str:
+    """The code a failed call is recorded with.
+
+    Args:
+        exc: What ended the call.
+
+    Returns:
+        A falwrap error's ``error_code`` (its class's ``code``, or fal's own
+        error type for a :class:`FalApiError`); ``INTERRUPTED`` for
+        ``KeyboardInterrupt``; any other exception's type name.
+    """
+    if isinstance(exc, FalwrapError):
+        return exc.error_code
+    if isinstance(exc, KeyboardInterrupt):
+        return "INTERRUPTED"
+    return type(exc).__name__
 
 
 # --- Mapping what fal answered to the tree above -------------------------------------------------
@@ -397,11 +493,16 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def _clause(text: str) -> str:
+    """fal's text without its closing full stop: messages add their own punctuation after it."""
+    return text.strip().rstrip(".").rstrip()
+
+
 def _field_messages(details: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = []
     for item in details:
         loc = [str(p) for p in item.get("loc") or () if p != "body"]
-        msg = str(item.get("msg") or item.get("type") or "invalid")
+        msg = _clause(str(item.get("msg") or item.get("type") or "invalid"))
         lines.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
     return lines
 
@@ -463,10 +564,10 @@ def error_from_response(
     else:
         retryable = status_code in RETRYABLE_STATUS_CODES
 
-    reason = detail if isinstance(detail, str) else ""
+    reason = _clause(detail) if isinstance(detail, str) else ""
     if not reason and not isinstance(data, (dict, list)):
         # A gateway's HTML page says nothing useful to a person; keep the first words only.
-        reason = "" if "<" in text else text.strip()[:200]
+        reason = "" if "<" in text else _clause(text.strip()[:200])
     fields = _field_messages(details)
     what = f" calling {model_id}" if model_id else ""
     rid = f" (request {request_id})" if request_id else ""
@@ -493,19 +594,19 @@ def error_from_response(
         if fields:
             advice = f"{'; '.join(fields)}. {advice}".strip()
         if not advice:
-            advice = reason or "The model reported a failure without details."
+            advice = f"{reason}." if reason else "The model reported a failure without details."
         msg = f"The job{rid} failed{what} (HTTP {status_code}, {error_type or 'model error'}): {advice}"
         if retryable and "again" not in msg:
             msg += " Trying again may help."
         return ModelError(msg, error_code=error_type or "MODEL_ERROR", **kwargs)
     if status_code in {400, 422}:
         if error_type and error_type in ERROR_TYPE_ADVICE and not fields:
-            problem = ERROR_TYPE_ADVICE[str(error_type)]
+            problem = _clause(ERROR_TYPE_ADVICE[str(error_type)])
         else:
             problem = "; ".join(fields) or reason or "the input is not valid"
         msg = f"fal rejected the input{what} (HTTP {status_code}): {problem}. Fix the arguments and try again."
         code = error_type if error_type and error_type not in {"bad_request"} else "INVALID_INPUT"
-        return InvalidRequestError(msg.replace("..", "."), error_code=code, **kwargs)
+        return InvalidRequestError(msg, error_code=code, **kwargs)
     if status_code == 401:
         msg = (
             "fal did not accept the API key (HTTP 401). Check FAL_KEY in the environment or in .env: "
@@ -517,7 +618,7 @@ def error_from_response(
             f"Your fal account cannot pay for this request (HTTP {status_code}: {reason or 'payment required'}). "
             "Add credits at https://fal.ai/dashboard/billing, then try again."
         )
-        return PaymentRequiredError(msg.replace("..", "."), **kwargs)
+        return PaymentRequiredError(msg, **kwargs)
     if status_code == 403:
         msg = (
             f"fal refused access (HTTP 403{': ' + reason if reason else ''}). "

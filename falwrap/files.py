@@ -183,7 +183,14 @@ def media_input(
             a file of the expected kind. Nothing was sent.
         FalApiError: the upload failed after retries.
     """
-    text = os.fspath(value).strip()
+    given: object = value  # untyped callers pass anything
+    if not isinstance(given, (str, os.PathLike)):
+        msg = f"{field}: expected a URL or the path of a local file, got {type(given).__name__}."
+        raise InvalidInputError(msg, field=field)
+    text = os.fsdecode(os.fspath(value)).strip()
+    if not text:
+        msg = f"{field}: is empty. Pass an http(s) URL, a data: URI or the path of a local file."
+        raise InvalidInputError(msg, field=field)
     lowered = text[:8].lower()
     if lowered.startswith(("http://", "https://", "data:")):
         return text
@@ -195,6 +202,13 @@ def media_input(
         msg = (
             f"{field}: {text!r} is neither a URL nor an existing file. Pass an http(s) URL or the path of a local file."
         )
+        raise InvalidInputError(msg, field=field) from None
+    except IsADirectoryError:
+        msg = f"{field}: {text!r} is a directory. Pass the path of a file in it, or an http(s) URL."
+        raise InvalidInputError(msg, field=field) from None
+    except ValueError:
+        # pathlib refuses a path with a NUL byte: it cannot name a file.
+        msg = f"{field}: {text!r} is neither a URL nor a valid file path."
         raise InvalidInputError(msg, field=field) from None
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__

@@ -7,12 +7,15 @@ All are frozen attrs classes: safe to share between threads, compare and log.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
+from falwrap.errors import InvalidInputError
+from falwrap.money import parse_usd
 
 if TYPE_CHECKING:
     from falwrap.client import FalClient
@@ -192,19 +195,77 @@ class JobHandle:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobHandle:
-        """Rebuild a handle stored with :meth:`to_dict`."""
+        """Rebuild a handle stored with :meth:`to_dict`.
+
+        Args:
+            data: What :meth:`to_dict` returned (after a round trip through
+                JSON, a session or a database).
+
+        Returns:
+            The handle.
+
+        Raises:
+            InvalidInputError: ``data`` is not a mapping, or a key is missing or
+                holds something :meth:`to_dict` never writes; ``field`` names the key.
+        """
+        given: object = data  # stored data comes back untyped
+        if not isinstance(given, Mapping):
+            msg = f"JobHandle.from_dict: expected the mapping to_dict() returned, got {type(given).__name__}."
+            raise InvalidInputError(msg, field="handle")
+        text = {key: _handle_text(data, key) for key in _HANDLE_TEXT_KEYS}
+        for key in ("status_url", "response_url", "cancel_url"):
+            if not text[key].lower().startswith(("http://", "https://")):
+                msg = f"JobHandle.from_dict: {key}={text[key]!r} is not an http(s) URL."
+                raise InvalidInputError(msg, field=key)
+        try:
+            submitted_at = datetime.fromisoformat(text["submitted_at"])
+        except ValueError:
+            msg = f"JobHandle.from_dict: submitted_at={text['submitted_at']!r} is not an ISO 8601 time."
+            raise InvalidInputError(msg, field="submitted_at") from None
+        if submitted_at.tzinfo is None:
+            submitted_at = submitted_at.replace(tzinfo=timezone.utc)
+        operation = data.get("operation", "generate")
+        if not isinstance(operation, str) or not operation:
+            msg = f"JobHandle.from_dict: operation={operation!r} is not the name of an operation."
+            raise InvalidInputError(msg, field="operation")
+        estimate = data.get("estimate_usd", "0")
+        try:
+            estimate_usd = parse_usd(estimate, exact=True)  # as stored: to_dict(from_dict(d)) == d
+        except ValueError as exc:
+            msg = f"JobHandle.from_dict: estimate_usd={estimate!r} is not valid: {exc}."
+            raise InvalidInputError(msg, field="estimate_usd") from None
+        reservation_id, job_id = data.get("reservation_id"), data.get("job_id")
+        for key, value in (("reservation_id", reservation_id), ("job_id", job_id)):
+            if value is not None and (not isinstance(value, str) or not value):
+                msg = f"JobHandle.from_dict: {key}={value!r} is not an id: expected non-empty text or None."
+                raise InvalidInputError(msg, field=key)
         return cls(
-            request_id=str(data["request_id"]),
-            model_id=str(data["model_id"]),
-            status_url=str(data["status_url"]),
-            response_url=str(data["response_url"]),
-            cancel_url=str(data["cancel_url"]),
-            submitted_at=datetime.fromisoformat(str(data["submitted_at"])),
-            operation=str(data.get("operation", "generate")),
-            estimate_usd=Decimal(str(data.get("estimate_usd", "0"))),
-            reservation_id=data.get("reservation_id"),
-            job_id=data.get("job_id"),
+            request_id=text["request_id"],
+            model_id=text["model_id"],
+            status_url=text["status_url"],
+            response_url=text["response_url"],
+            cancel_url=text["cancel_url"],
+            submitted_at=submitted_at,
+            operation=operation,
+            estimate_usd=estimate_usd,
+            reservation_id=reservation_id,
+            job_id=job_id,
         )
+
+
+#: Keys every stored handle has, all non-empty text.
+_HANDLE_TEXT_KEYS = ("request_id", "model_id", "status_url", "response_url", "cancel_url", "submitted_at")
+
+
+def _handle_text(data: Mapping[str, Any], key: str) -> str:
+    if key not in data:
+        msg = f"JobHandle.from_dict: the key {key!r} is missing; pass what to_dict() returned."
+        raise InvalidInputError(msg, field=key)
+    value = data[key]
+    if not isinstance(value, str) or not value.strip():
+        msg = f"JobHandle.from_dict: {key}={value!r} is not valid: expected non-empty text."
+        raise InvalidInputError(msg, field=key)
+    return value
 
 
 @attrs.frozen

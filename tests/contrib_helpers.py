@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -85,7 +86,11 @@ def gaps(times: list[float]) -> list[float]:
 
 
 #: gunicorn config: say when each worker has loaded the app, and log each request with the worker's pid.
+#: Workers share one pipe: the marker goes out in one write(2) with its newline (atomic below PIPE_BUF),
+#: so two workers' markers cannot interleave; the reader still finds markers anywhere in the text.
 _GUNICORN_CONF = """
+import os
+
 accesslog = "-"
 access_log_format = "falwrap-access %(p)s %(s)s %(m)s %(U)s"
 
@@ -95,7 +100,7 @@ def post_worker_init(worker):
         get_resolver().url_patterns
     except Exception:
         pass
-    print(f"falwrap-worker-ready {worker.pid}", flush=True)
+    os.write(1, f"falwrap-worker-ready {worker.pid}\\n".encode())
 """
 
 
@@ -117,11 +122,25 @@ class Server:
         with self._lock:
             return [line for line in self._lines if line.startswith(marker)]
 
+    def marked(self, marker: str) -> list[str]:
+        """The numbers printed after ``marker`` anywhere in the output, once each, in order.
+
+        Processes writing to one pipe can put two markers on one line
+        (``falwrap-worker-ready 6938falwrap-worker-ready 6939``): the text is
+        searched, not its lines.
+        """
+        with self._lock:
+            text = "\n".join(self._lines)
+        return list(dict.fromkeys(re.findall(rf"{re.escape(marker)} (\d+)", text)))
+
     def served_by(self, status: int, path: str) -> Counter[str]:
-        """Worker pid -> requests to ``path`` it answered with ``status`` (from the access log)."""
+        """Worker pid -> requests to ``path`` it answered with ``status`` (from the access log, pid as ``<pid>``)."""
+        with self._lock:
+            text = "\n".join(self._lines)
         served: Counter[str] = Counter()
-        for line in self.lines("falwrap-access "):
-            _, pid, code, _method, url = line.split(" ", 4)
+        # gunicorn's %(p)s is "<pid>"; a path ends at whitespace or where another line's marker starts.
+        access = r"falwrap-access <?(\d+)>? (\d{3}) (\S+) (\S+?)(?=falwrap-|\s|$)"
+        for pid, code, _method, url in re.findall(access, text):
             if code == str(status) and url == path:
                 served[pid] += 1
         return served
@@ -129,7 +148,7 @@ class Server:
 
 @contextlib.contextmanager
 def _serve(command: list[str], env: Mapping[str, str], ready: str, expected: int) -> Iterator[tuple[Server, list[str]]]:
-    """Run a server process until ``expected`` output lines start with ``ready``; stop it after."""
+    """Run a server process until ``ready`` has been printed with ``expected`` different numbers; stop it after."""
     base_env = {k: v for k, v in os.environ.items() if k not in AMBIENT}
     pythonpath = os.pathsep.join([str(ROOT), str(Path(__file__).parent)])
     proc = subprocess.Popen(
@@ -145,14 +164,14 @@ def _serve(command: list[str], env: Mapping[str, str], ready: str, expected: int
     reader.start()
     try:
         deadline = time.monotonic() + 60
-        while len(lines := server.lines(ready)) < expected:
+        while len(marked := server.marked(ready)) < expected:
             if proc.poll() is not None or time.monotonic() > deadline:
                 reader.join(timeout=2)
                 state = f"exited with {proc.returncode}" if proc.poll() is not None else "not ready within 60 s"
                 output = "\n".join(server.lines()[-60:])
-                pytest.fail(f"{command[2:4]} {state}; {len(server.lines(ready))}/{expected} ready:\n{output}")
+                pytest.fail(f"{command[2:4]} {state}; {len(server.marked(ready))}/{expected} ready:\n{output}")
             time.sleep(0.05)
-        yield server, lines
+        yield server, marked
     finally:
         proc.terminate()
         try:
@@ -190,6 +209,6 @@ def gunicorn(app: str, chdir: Path, env: Mapping[str, str], *, workers: int, thr
 def werkzeug(env: Mapping[str, str]) -> Iterator[Server]:
     """Run the Flask example under werkzeug's threaded server in its own process; stop it after."""
     command = [sys.executable, str(Path(__file__).with_name("contrib_flask_server.py"))]
-    with _serve(command, env, "falwrap-werkzeug-ready", 1) as (server, lines):
-        server.url = f"http://127.0.0.1:{lines[0].split()[1]}"
+    with _serve(command, env, "falwrap-werkzeug-ready", 1) as (server, ports):
+        server.url = f"http://127.0.0.1:{ports[0]}"
         yield server

@@ -53,6 +53,8 @@ def test_catalog_holds_the_seed_models_and_the_current_popular_ones() -> None:
         "fal-ai/recraft/v3/text-to-image",
         "fal-ai/kling-video/v1/standard/image-to-video",
         "fal-ai/kling-video/v1/standard/text-to-video",
+        "fal-ai/clarity-upscaler",
+        "fal-ai/flux-vision-upscaler",
     }
     assert set(MODEL_CATALOG) == expected
     assert all(model_id == info.id for model_id, info in MODEL_CATALOG.items())

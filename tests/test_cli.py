@@ -178,10 +178,10 @@ def test_select_with_no_fit_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_stats_without_redis_explains_where_stats_live(tmp_path: Path) -> None:
-    """Without FALWRAP_REDIS_URL, `falwrap stats` says stats live in the process that made the calls."""
+    """Without a shared store, `falwrap stats` says stats live in the process that made the calls."""
     result = run_cli("stats", cwd=tmp_path)
     assert result.returncode == 0
-    assert "FALWRAP_REDIS_URL" in result.stdout
+    assert "FALWRAP_STORE_URL" in result.stdout
     document = json.loads(run_cli("stats", "--json", cwd=tmp_path).stdout)
     assert document["ledger"] == "process"
 
@@ -482,3 +482,133 @@ def test_failed_save_keeps_the_paid_output_reachable(tmp_path: Path, fal: FakeFa
     assert "HTTP 503" in line
     assert f"{fal.url}/files/{request_id}-0.jpg" in line
     assert not any((tmp_path / "out").glob("*"))
+
+
+# --- argument errors, in-process --------------------------------------------------------------------
+
+
+def _main(*args: str) -> tuple[int, str, str]:
+    """Run falwrap.cli.main in this process; return the exit code, stdout and stderr."""
+    import contextlib
+    import io
+
+    from falwrap.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--json", "image"), "prompt"),
+        (("image", "a koala", "--num-images", "abc", "--json"), "--num-images"),
+        (("models", "--json", "--kind", "x"), "--kind"),
+        (("--json", "paint"), "paint"),
+        (("image", "a koala", "--timeout", "1e13", "--json"), "--timeout"),
+        (("image", "a koala", "--budget", "1e400", "--json"), "--budget"),
+    ],
+)
+def test_argument_errors_with_json_print_one_json_error_on_stdout(
+    args: tuple[str, ...], words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--json promises one JSON document on stdout, argparse's refusals included: exit 2 and an error document."""
+    monkeypatch.delenv("FAL_KEY", raising=False)
+    code, out, err = _main(*args)
+    assert code == 2
+    error = json.loads(out)["error"]
+    assert error["exit_code"] == 2
+    assert error["type"] == "UsageError"
+    assert error["error_code"] == "USAGE"
+    assert words in error["message"]
+    assert err.startswith("falwrap: error: ")
+    assert len(err.splitlines()) == 1
+
+
+def test_argument_errors_without_json_keep_stdout_empty() -> None:
+    """Without --json an argument error writes one line on stderr and nothing on stdout."""
+    code, out, err = _main("image")
+    assert (code, out) == (2, "")
+    assert "--help" in err
+
+
+@pytest.mark.parametrize(
+    ("command", "param", "words"),
+    [
+        ("image", "prompt=dog", "first argument"),
+        ("image", "num_images=2", "--num-images"),
+        ("image", "on_progress=x", "set by falwrap itself"),
+        ("video", "aspect_ratio=1:1", "--aspect-ratio"),
+        ("video", "image=x.png", "--image"),
+    ],
+)
+def test_reserved_params_point_at_options_that_exist(command: str, param: str, words: str) -> None:
+    """-p prompt=dog says the prompt is the first argument (no made-up --prompt); others name their real option."""
+    code, _out, err = _main(command, "a dog", "-p", param, "--no-save")
+    assert code == 2
+    assert words in err
+    assert "--prompt" not in err
+
+
+def test_every_option_a_param_message_names_exists() -> None:
+    """Each option the --param refusal suggests is a real option of that command."""
+    from falwrap.cli.generate import IMAGE_OPTIONS, VIDEO_OPTIONS
+    from falwrap.cli.parser import build_parser
+
+    subcommands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for command, options in (("image", IMAGE_OPTIONS), ("video", VIDEO_OPTIONS)):
+        known = set(subcommands[command]._option_string_actions)
+        assert {option for option in options.values() if option} <= known, command
+
+
+def test_an_out_path_with_a_nul_byte_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--out with a NUL byte is exit 2 naming --out, not an unexpected ValueError."""
+    monkeypatch.chdir(tmp_path)
+    code, _out, err = _main("image", "a koala", "--offline", "--out", "bad\0dir")
+    assert code == 2
+    assert "--out" in err
+
+
+def test_config_shows_settings_in_their_units_and_the_key_as_a_fingerprint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`falwrap config` prints each variable's value in its unit; the key never, its fingerprint instead."""
+    from falwrap import FalConfig
+
+    for name in [n for n in os.environ if n.startswith(("FAL_", "FALWRAP_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FAL_KEY", CANARY_KEY)
+    monkeypatch.setenv("FAL_TIMEOUT_IMAGE", "30000")
+    code, out, _err = _main("config")
+    assert code == 0
+    assert CANARY_ID not in out
+    assert CANARY_SECRET not in out
+    assert FalConfig(api_key=CANARY_KEY).key_fingerprint in out
+    row = next(line for line in out.splitlines() if line.startswith("FAL_TIMEOUT_IMAGE "))
+    assert row.split()[1:] == ["30000", "60000", "milliseconds"]
+    monkeypatch.setenv("FAL_TIMEOUT_IMAGE", "1e13")
+    code, out, _err = _main("config", "--json")
+    assert code == 3
+    assert json.loads(out)["error"]["variable"] == "FAL_TIMEOUT_IMAGE"
+
+
+def test_models_lists_the_upscalers(tmp_path: Path) -> None:
+    """`falwrap models --kind upscale` lists fal's upscalers with their per-output price at 2x."""
+    code, out, _err = _main("models", "--kind", "upscale", "--json")
+    assert code == 0
+    models = {m["id"]: m for m in json.loads(out)["models"]}
+    assert set(models) == {"fal-ai/clarity-upscaler", "fal-ai/flux-vision-upscaler"}
+    assert models["fal-ai/clarity-upscaler"]["cost_per_output_usd"] == "0.12"
+
+
+def test_python_dash_m_falwrap_still_runs_the_command(tmp_path: Path) -> None:
+    """`python -m falwrap` (and the console script) reach the same main after the move to a package."""
+    result = subprocess.run(
+        [sys.executable, "-m", "falwrap", "models", "--kind", "video", "--json"],
+        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert {m["kind"] for m in json.loads(result.stdout)["models"]} == {"video"}

@@ -322,24 +322,61 @@ def test_unknown_name_is_warning_w002(configured: Any) -> None:
 def test_several_workers_without_redis_is_warning_w001(
     configured: Any, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
 ) -> None:
-    """Several workers likely and limits in-process: Warning falwrap.W001 recommending FALWRAP_REDIS_URL."""
+    """Several workers likely and limits in-process: Warning falwrap.W001 recommending FALWRAP_STORE_URL."""
     monkeypatch.setenv(variable, value)
     messages = [m for m in checks.run_checks() if m.id == "falwrap.W001"]
     assert len(messages) == 1
     assert messages[0].level == checks.WARNING
-    assert "FALWRAP_REDIS_URL" in messages[0].hint
+    assert "FALWRAP_STORE_URL" in messages[0].hint
 
 
 def test_several_workers_with_redis_or_explicit_single_worker_is_silent(
     configured: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With FALWRAP_REDIS_URL (not contacted by the check), or FALWRAP_WORKERS=1, there is no W001."""
+    """With a shared store (not contacted by the check), or FALWRAP_WORKERS=1, there is no W001."""
     monkeypatch.setenv("WEB_CONCURRENCY", "4")
-    configured.FALWRAP = {**configured.FALWRAP, "FALWRAP_REDIS_URL": "redis://127.0.0.1:1/0"}
-    assert "falwrap.W001" not in _ids(checks.run_checks())
-    configured.FALWRAP = {k: v for k, v in configured.FALWRAP.items() if k != "FALWRAP_REDIS_URL"}
+    base = dict(configured.FALWRAP)
+    for name, url in (("FALWRAP_REDIS_URL", "redis://127.0.0.1:1/0"), ("FALWRAP_STORE_URL", "redis://127.0.0.1:1/0")):
+        configured.FALWRAP = {**base, name: url}
+        assert "falwrap.W001" not in _ids(checks.run_checks())
+    configured.FALWRAP = base
     configured.FALWRAP = {**configured.FALWRAP, "FALWRAP_WORKERS": 1}
     assert "falwrap.W001" not in _ids(checks.run_checks())
+
+
+def test_status_stream_setting_is_known_and_honoured(configured: Any) -> None:
+    """FALWRAP_STATUS_STREAM in settings.FALWRAP draws no unknown-name warning and turns the stream off."""
+    configured.FALWRAP = {**configured.FALWRAP, "FALWRAP_STATUS_STREAM": False}
+    assert "falwrap.W002" not in _ids(checks.run_checks())
+    assert fw_django.get_client().config.status_stream is False
+
+
+def test_env_file_named_inside_falwrap_is_read(configured: Any, tmp_path: Path) -> None:
+    """FALWRAP["FALWRAP_ENV_FILE"] names the dotenv file, like settings.FALWRAP_ENV_FILE does."""
+    env_file = tmp_path / "fal.env"
+    env_file.write_text("FAL_MAX_RETRIES=9\n")
+    configured.FALWRAP = {**configured.FALWRAP, "FALWRAP_ENV_FILE": str(env_file)}
+    assert fw_django.get_config().retry.max_retries == 9
+
+
+def test_a_worker_count_that_is_not_a_number_is_e002(configured: Any) -> None:
+    """FALWRAP_WORKERS="many" is Error falwrap.E002 naming it, not a hint silently ignored."""
+    configured.FALWRAP = {**configured.FALWRAP, "FALWRAP_WORKERS": "many"}
+    messages = [m for m in checks.run_checks() if m.id == "falwrap.E002"]
+    assert len(messages) == 1
+    assert "FALWRAP_WORKERS" in messages[0].msg
+
+
+def test_job_store_first_in_a_fresh_process_does_not_deadlock(configured: Any) -> None:
+    """get_job_store() before any get_client() returns (it used to wait for ever on the client's lock)."""
+    fw_django.reset()
+    found: list[Any] = []
+    worker = threading.Thread(target=lambda: found.append(fw_django.get_job_store()), daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "get_job_store() deadlocked"
+    assert found and found[0] is fw_django.get_job_store()
+    assert fw_django.get_client() is fw_django.get_client()
 
 
 def test_check_messages_never_contain_the_key(configured: Any, fal: FakeFal, monkeypatch: pytest.MonkeyPatch) -> None:

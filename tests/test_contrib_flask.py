@@ -111,6 +111,15 @@ def test_invalid_value_stops_the_app_naming_the_setting(base_config: dict[str, A
         create_app({**base_config, name: value})
 
 
+def test_status_stream_in_app_config_is_honoured(base_config: dict[str, Any]) -> None:
+    """app.config["FALWRAP_STATUS_STREAM"] = False makes the app's client poll instead of streaming."""
+    application = create_app({**base_config, "FALWRAP_STATUS_STREAM": False})
+    try:
+        assert application.extensions["falwrap"].config.status_stream is False
+    finally:
+        application.extensions["falwrap"].close()
+
+
 def test_environment_and_env_file_fill_what_app_config_leaves_unset(
     base_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -14,13 +14,16 @@ import pytest
 from contrib_helpers import clear_ambient
 
 from falwrap import (
+    AmbiguousSubmissionError,
     AuthenticationError,
+    BackendUnavailableError,
     BudgetExceededError,
     ConfigurationError,
     FalTimeoutError,
     InvalidInputError,
     InvalidRequestError,
     ModelError,
+    NoModelError,
     NotFoundError,
     PaymentRequiredError,
     RateLimitError,
@@ -50,7 +53,10 @@ BUDGET = BudgetExceededError(
         (ModelError("nsfw", error_code="content_policy_violation"), 502, "content_policy_violation"),
         (ServerError("fal is down"), 502, "SERVICE_UNAVAILABLE"),
         (AuthenticationError("bad key"), 500, "UNAUTHORIZED"),
-        (ConfigurationError("no key", variable="FAL_KEY"), 500, "CONFIGURATION_ERROR"),
+        (ConfigurationError("no key", variable="FAL_KEY"), 500, "CONFIGURATION"),
+        (BackendUnavailableError("redis is down"), 503, "BACKEND_UNAVAILABLE"),
+        (AmbiguousSubmissionError("lost answer"), 502, "AMBIGUOUS_SUBMISSION"),
+        (NoModelError("nothing fits"), 400, "NO_MODEL"),
     ],
 )
 def test_every_error_maps_to_its_status_and_keeps_the_friendly_message(error: Any, status: int, code: str) -> None:

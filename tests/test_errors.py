@@ -9,10 +9,13 @@ import pytest
 
 import falwrap
 from falwrap.errors import (
+    AmbiguousSubmissionError,
     AuthenticationError,
+    BackendUnavailableError,
     BudgetExceededError,
     ConfigurationError,
     FalApiError,
+    FalConnectionError,
     FalTimeoutError,
     FalwrapError,
     InvalidInputError,
@@ -24,6 +27,7 @@ from falwrap.errors import (
     RateLimitError,
     RateLimitTimeout,
     ServerError,
+    error_code,
     error_from_response,
     parse_retry_after,
 )
@@ -45,8 +49,78 @@ def test_tree_and_builtin_bases() -> None:
 
 def test_every_error_is_exported_at_top_level() -> None:
     """The whole tree is importable from falwrap itself."""
-    for name in falwrap.errors.__all__:
+    classes = [name for name in falwrap.errors.__all__ if isinstance(getattr(falwrap.errors, name), type)]
+    assert "AmbiguousSubmissionError" in classes
+    for name in classes:
         assert getattr(falwrap, name) is getattr(falwrap.errors, name)
+
+
+@pytest.mark.parametrize(
+    ("cls", "code", "exit_status", "http_status"),
+    [
+        (FalwrapError, "FALWRAP_ERROR", 1, 500),
+        (ConfigurationError, "CONFIGURATION", 3, 500),
+        (InvalidInputError, "INVALID_INPUT", 2, 400),
+        (BudgetExceededError, "BUDGET_EXCEEDED", 6, 429),
+        (NoModelError, "NO_MODEL", 2, 400),
+        (RateLimitTimeout, "RATE_LIMIT_TIMEOUT", 5, 503),
+        (BackendUnavailableError, "BACKEND_UNAVAILABLE", 3, 503),
+        (FalApiError, "API_ERROR", 4, 502),
+        (AuthenticationError, "UNAUTHORIZED", 4, 500),
+        (PaymentRequiredError, "PAYMENT_REQUIRED", 4, 402),
+        (InvalidRequestError, "INVALID_INPUT", 4, 422),
+        (NotFoundError, "NOT_FOUND", 4, 404),
+        (RateLimitError, "RATE_LIMIT", 4, 503),
+        (ServerError, "SERVICE_UNAVAILABLE", 4, 502),
+        (ModelError, "MODEL_ERROR", 4, 502),
+        (FalConnectionError, "CONNECTION_ERROR", 4, 502),
+        (AmbiguousSubmissionError, "AMBIGUOUS_SUBMISSION", 4, 502),
+        (FalTimeoutError, "TIMEOUT", 5, 504),
+    ],
+)
+def test_each_class_carries_its_code_exit_status_and_http_status(
+    cls: type[FalwrapError], code: str, exit_status: int, http_status: int
+) -> None:
+    """Code, CLI exit status and HTTP status are class attributes, the table drawn in the errors module."""
+    assert (cls.code, cls.exit_status, cls.http_status) == (code, exit_status, http_status)
+    assert f"{cls.__name__}" in falwrap.errors.__doc__
+    row = next(line for line in falwrap.errors.__doc__.splitlines() if f" {cls.__name__}" in line)
+    assert row.split()[-3:] == [code, str(exit_status), str(http_status)]
+
+
+def test_a_subclass_inherits_its_parents_code_and_statuses() -> None:
+    """An application's subclass of InvalidInputError is coded, exited and answered like its parent."""
+
+    class TooLong(InvalidInputError):
+        pass
+
+    err = TooLong("prompt: too long", field="prompt")
+    assert (err.error_code, err.exit_status, err.http_status) == ("INVALID_INPUT", 2, 400)
+
+
+def test_error_code_reads_the_class_or_fal_and_names_everything_else() -> None:
+    """error_code(): a class's code, fal's own error type, INTERRUPTED for Ctrl-C, a type name otherwise."""
+    budget = BudgetExceededError(spent=Decimal(1), reserved=Decimal(0), estimate=Decimal(1), budget=Decimal(1))
+    assert error_code(budget) == "BUDGET_EXCEEDED"
+    assert error_code(InvalidInputError("x")) == "INVALID_INPUT"
+    assert error_code(NoModelError("x")) == "NO_MODEL"
+    assert error_code(RateLimitTimeout("x")) == "RATE_LIMIT_TIMEOUT"
+    assert error_code(BackendUnavailableError("x")) == "BACKEND_UNAVAILABLE"
+    assert error_code(ConfigurationError("x")) == "CONFIGURATION"
+    assert error_code(ModelError("x", error_code="content_policy_violation")) == "content_policy_violation"
+    assert error_code(ServerError("x")) == "SERVICE_UNAVAILABLE"
+    assert error_code(AmbiguousSubmissionError("x")) == "AMBIGUOUS_SUBMISSION"
+    assert error_code(KeyboardInterrupt()) == "INTERRUPTED"
+    assert error_code(ZeroDivisionError()) == "ZeroDivisionError"
+
+
+def test_ambiguous_submission_is_a_connection_error_that_nobody_resubmits() -> None:
+    """AmbiguousSubmissionError is caught as a FalConnectionError and is not retryable unless said."""
+    err = AmbiguousSubmissionError("the answer to the submission was lost", attempts=1)
+    assert isinstance(err, FalConnectionError)
+    assert isinstance(err, FalApiError)
+    assert not err.retryable
+    assert "resubmitted" in (AmbiguousSubmissionError.__doc__ or "")
 
 
 def _json(body: object) -> bytes:
@@ -157,3 +231,18 @@ def test_budget_error_names_every_amount() -> None:
     for amount in ("0.05", "0.025", "0.075"):
         assert amount in text
     assert "No request was sent" in text
+
+
+@pytest.mark.parametrize("job_failed", [True, False])
+def test_fal_sentences_ending_in_a_full_stop_do_not_double_it(job_failed: bool) -> None:
+    """fal's own "... content checker." inside a message never becomes "checker.." (nor does its advice)."""
+    msg = "The content could not be processed because it contained material flagged by a content checker."
+    body = _json({"detail": [{"loc": ["body", "prompt"], "msg": msg, "type": "content_policy_violation"}]})
+    err = error_from_response(422, {}, body, request_id="r1", job_failed=job_failed, model_id="fal-ai/flux/dev")
+    assert "checker." in str(err)
+    assert ".." not in str(err)
+    typed_only = _json({"detail": [{"type": "content_policy_violation"}]})
+    flat = error_from_response(422, {}, typed_only, job_failed=job_failed)
+    assert ".." not in str(flat)
+    plain = error_from_response(418, {}, b"I am a teapot.")
+    assert str(plain).endswith("I am a teapot.")

@@ -16,7 +16,7 @@ def test_all_names_resolve_and_are_unique() -> None:
 
 
 def test_design_contract_names_are_exported() -> None:
-    """The public names DESIGN.md promises are all there."""
+    """The public names the README documents and users rely on are all there."""
     promised = {
         "FalClient", "FalConfig", "Timeouts", "RetryConfig", "RateLimitConfig",
         "ImageResult", "Image", "VideoResult", "Video", "JobHandle",
@@ -25,6 +25,7 @@ def test_design_contract_names_are_exported() -> None:
         "NotFoundError", "RateLimitError", "ServerError", "ModelError", "FalConnectionError", "FalTimeoutError",
         "LeakyBucket", "RedisLeakyBucket", "CostLedger", "RedisLedger", "CallRecord",
         "ModelInfo", "MODEL_CATALOG", "TaskRequirements", "select_model", "estimate_cost",
+        "AmbiguousSubmissionError",
     }  # fmt: skip
     assert promised <= set(falwrap.__all__)
 

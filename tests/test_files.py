@@ -359,10 +359,11 @@ def test_missing_file_is_invalid_input_naming_the_field(tmp_path: Path) -> None:
 
 
 def test_unreadable_path_is_invalid_input(tmp_path: Path) -> None:
-    """A path that cannot be read (here a directory) fails locally with InvalidInputError."""
+    """A path that cannot be read as a file (here a directory) fails locally with InvalidInputError saying so."""
     with pytest.raises(InvalidInputError) as info:
         media_input(tmp_path, upload=_never_upload, field="image_url")
-    assert "cannot read" in str(info.value)
+    assert "is a directory" in str(info.value)
+    assert info.value.field == "image_url"
 
 
 def test_non_image_file_is_invalid_input(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import pytest
 from contrib_helpers import (
     DJANGO_EXAMPLE,
     FLASK_EXAMPLE,
+    Server,
     clear_ambient,
     fire,
     gaps,
@@ -179,3 +180,15 @@ def test_examples_are_where_the_servers_look(tmp_path: Path) -> None:
     """The gunicorn targets exist (a moved example fails here, not as a startup timeout)."""
     assert (DJANGO_EXAMPLE / "demo_django" / "wsgi.py").is_file()
     assert (FLASK_EXAMPLE / "demo_flask.py").is_file()
+
+
+def test_ready_markers_sharing_one_line_are_all_counted() -> None:
+    """Two workers' markers written into one pipe line ("...6938falwrap-worker-ready 6939") count as two."""
+    server = Server("")
+    server.add("falwrap-worker-ready 6937\n")
+    server.add("falwrap-worker-ready 6938falwrap-worker-ready 6939\n")
+    server.add("[INFO] Booting worker with pid: 6940 falwrap-worker-ready 6940\n")
+    server.add("falwrap-worker-ready 6937\n")
+    assert server.marked("falwrap-worker-ready") == ["6937", "6938", "6939", "6940"]
+    server.add("falwrap-access <6938> 200 POST /imagefalwrap-access <6939> 200 POST /image\n")
+    assert server.served_by(200, "/image") == Counter({"6938": 1, "6939": 1})

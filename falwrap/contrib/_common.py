@@ -1,7 +1,8 @@
 """Glue shared by the Django and Flask integrations: settings, worker detection, stats text.
 
 Framework settings use the environment variables' names (``FAL_KEY``,
-``FAL_REQUESTS_PER_MINUTE``, ``FALWRAP_REDIS_URL``, ...; see ``.env.example``).
+``FAL_REQUESTS_PER_MINUTE``, ``FALWRAP_STORE_URL``, ...; the table is
+:data:`falwrap.config.ENV_VARS`, documented in ``.env.example``).
 A value set in the framework wins; the environment, then the ``.env`` file,
 fill in what it leaves unset.
 """
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from falwrap.config import FalConfig, read_environment
+from falwrap.config import ENV_VARS, FalConfig, config_from_values, env_var, read_environment
 from falwrap.errors import ConfigurationError
 
 __all__ = [
@@ -26,44 +27,14 @@ __all__ = [
     "has_api_key",
     "likely_workers",
     "merged_values",
+    "shares_state",
     "stats_report",
     "unknown_names",
 ]
 
-#: Every name a framework setting may use: the variables of ``.env.example``
-#: plus the integration's own (``FALWRAP_WORKERS``, ``FALWRAP_ENV_FILE``).
-KNOWN_NAMES = frozenset(
-    {
-        "FAL_KEY",
-        "FAL_API_KEY",
-        "FAL_KEY_ID",
-        "FAL_KEY_SECRET",
-        "FAL_BASE_URL",
-        "FAL_TIMEOUT_IMAGE",
-        "FAL_TIMEOUT_UPSCALE",
-        "FAL_TIMEOUT_VIDEO_SHORT",
-        "FAL_TIMEOUT_VIDEO",
-        "FAL_TIMEOUT_VIDEO_LONG",
-        "FAL_TIMEOUT_MODEL_LIST",
-        "FAL_TIMEOUT_QUEUE_STATUS",
-        "FAL_MAX_RETRIES",
-        "FAL_RETRY_DELAY",
-        "FAL_RETRY_MAX_DELAY",
-        "FAL_REQUESTS_PER_MINUTE",
-        "FAL_RATE_BURST",
-        "FAL_MAX_CONCURRENT",
-        "FAL_DAILY_BUDGET_USD",
-        "FALWRAP_LIVE_PRICING",
-        "FALWRAP_REDIS_URL",
-        "FALWRAP_POLL_INTERVAL",
-        "FALWRAP_STATUS_STREAM",
-        "FALWRAP_STORE_URL",
-        "FALWRAP_WEBHOOK_URL",
-        "FALWRAP_WEBHOOK_JWKS_URL",
-        "FALWRAP_WORKERS",
-        "FALWRAP_ENV_FILE",
-    }
-)
+#: Every name a framework setting may use: the environment variables of
+#: :data:`falwrap.config.ENV_VARS`, the integrations' own included.
+KNOWN_NAMES = frozenset(var.name for var in ENV_VARS)
 
 _KEY_NAMES = ("FAL_KEY", "FAL_API_KEY")
 
@@ -151,9 +122,25 @@ def config_from_settings(
         The validated config (it may lack a key: the client refuses that later).
 
     Raises:
-        ConfigurationError: a value is invalid; the message names it and what is expected.
+        ConfigurationError: a value is invalid (``FALWRAP_WORKERS`` included);
+            the message names it and what is expected.
     """
-    return FalConfig.from_env(None, environ=merged_values(settings, environ=environ, env_file=env_file))
+    values = merged_values(settings, environ=environ, env_file=env_file)
+    if "FALWRAP_WORKERS" in values:
+        env_var("FALWRAP_WORKERS").parse(values["FALWRAP_WORKERS"])
+    return config_from_values(values)
+
+
+def shares_state(config: FalConfig) -> bool:
+    """Whether ``config`` keeps limits, ledger and jobs in a store other processes share.
+
+    Args:
+        config: The app's config.
+
+    Returns:
+        ``False`` for ``memory:`` (this process only), ``True`` for any other store.
+    """
+    return not config.store_url.startswith("memory:")
 
 
 def has_api_key(values: Mapping[str, str]) -> bool:
@@ -254,12 +241,12 @@ def stats_report(stats: Mapping[str, Any], *, daily_cost: Decimal, budget: Decim
         stats: From ``client.stats()``.
         daily_cost: Today's spend (UTC).
         budget: The daily budget, if any.
-        shared: Whether the ledger is shared through Redis (else: this process only).
+        shared: Whether the ledger is shared through the store (else: this process only).
 
     Returns:
         Lines of text, no trailing newline. Never contains the API key.
     """
-    scope = "all processes sharing FALWRAP_REDIS_URL" if shared else "this process only (no FALWRAP_REDIS_URL)"
+    scope = "all processes sharing FALWRAP_STORE_URL" if shared else "this process only (FALWRAP_STORE_URL is memory:)"
     rate = stats.get("success_rate")
     lines = [
         f"falwrap ledger: {scope}",

@@ -7,12 +7,13 @@ Add the app, then configure with the environment variables' names::
         "FAL_KEY": os.environ.get("FAL_KEY"),
         "FAL_REQUESTS_PER_MINUTE": 600,
         "FAL_DAILY_BUDGET_USD": "25.00",
-        "FALWRAP_REDIS_URL": "redis://127.0.0.1:6379/0",   # shared limits across workers
+        "FALWRAP_STORE_URL": "redis://127.0.0.1:6379/0",   # shared limits across workers
     }
 
 Names left out of ``FALWRAP`` fall back to the environment, then to the
-``.env`` file (``settings.FALWRAP_ENV_FILE``, else the ``FALWRAP_ENV_FILE``
-environment variable, default ``".env"``; ``None`` reads none). In a view::
+``.env`` file (``FALWRAP["FALWRAP_ENV_FILE"]`` or ``settings.FALWRAP_ENV_FILE``,
+else the ``FALWRAP_ENV_FILE`` environment variable, default ``".env"``;
+``None`` reads none). In a view::
 
     from falwrap.contrib.django import get_client
     result = get_client().image("a lighthouse at dusk")
@@ -72,7 +73,8 @@ def _settings_mapping() -> Mapping[str, Any]:
 
 
 def _env_file() -> str | os.PathLike[str] | None:
-    return _common.env_file_setting(getattr(settings, "FALWRAP_ENV_FILE", ...))
+    configured = _settings_mapping().get("FALWRAP_ENV_FILE", getattr(settings, "FALWRAP_ENV_FILE", ...))
+    return _common.env_file_setting(configured)
 
 
 def _merged() -> dict[str, str]:
@@ -92,7 +94,11 @@ def get_config() -> FalConfig:
 
 
 def _build(key: str, factory: Callable[[], Any]) -> Any:
-    """Build the per-process singleton ``key`` once, under the lock (double-checked)."""
+    """Build the per-process singleton ``key`` once, under the lock (double-checked).
+
+    ``factory`` must not call :func:`_build` itself: the lock is not reentrant,
+    so a factory needing another singleton gets it before calling this.
+    """
     pid = os.getpid()
     entry = _state.get(key)
     # A client inherited through fork (gunicorn --preload) shares sockets with
@@ -112,8 +118,8 @@ def get_client() -> FalClient:
     """The process-wide :class:`~falwrap.FalClient`, built on first use. Thread-safe.
 
     Every thread of a worker shares it (one connection pool, one limiter, one
-    ledger); each worker process has its own unless ``FALWRAP_REDIS_URL``
-    makes them share limits, ledger and budget through Redis.
+    ledger); each worker process has its own unless ``FALWRAP_STORE_URL``
+    names a store they share limits, ledger and budget through.
 
     Returns:
         The client.
@@ -127,7 +133,7 @@ def get_client() -> FalClient:
 
 
 def get_job_store() -> JobStore:
-    """The process-wide store of submitted jobs' handles (Redis with ``FALWRAP_REDIS_URL``).
+    """The process-wide store of submitted jobs' handles (shared through a Redis ``FALWRAP_STORE_URL``).
 
     Returns:
         The :class:`~falwrap.contrib.web.JobStore`.
@@ -135,7 +141,10 @@ def get_job_store() -> JobStore:
     Raises:
         ConfigurationError: as for :func:`get_client`.
     """
-    store: JobStore = _build("jobs", lambda: job_store_for(get_client().config))
+    # The client first, outside the lock the store is built under: built from
+    # inside it, the client's own _build would wait on that lock for ever.
+    config = get_client().config
+    store: JobStore = _build("jobs", lambda: job_store_for(config))
     return store
 
 
@@ -254,7 +263,7 @@ def check_falwrap(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
         messages.append(
             checks.Warning(
                 f"falwrap: settings.FALWRAP has names falwrap does not know: {', '.join(unknown)}.",
-                hint="Use the names of .env.example, e.g. FAL_KEY, FAL_REQUESTS_PER_MINUTE, FALWRAP_REDIS_URL.",
+                hint="Use the names of .env.example, e.g. FAL_KEY, FAL_REQUESTS_PER_MINUTE, FALWRAP_STORE_URL.",
                 obj="settings.FALWRAP",
                 id="falwrap.W002",
             )
@@ -272,14 +281,14 @@ def check_falwrap(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
             )
         )
     workers = _common.likely_workers(values)
-    if workers > 1 and not config.rate_limit.redis_url:
+    if workers > 1 and not _common.shares_state(config):
         messages.append(
             checks.Warning(
                 f"falwrap: about {workers} worker processes are likely, but the rate limit, concurrency cap "
                 "and daily budget are per process: together the workers may send "
                 f"{workers}x FAL_REQUESTS_PER_MINUTE and spend {workers}x FAL_DAILY_BUDGET_USD.",
                 hint=(
-                    "Set FALWRAP_REDIS_URL (e.g. redis://127.0.0.1:6379/0) so every worker shares them; "
+                    "Set FALWRAP_STORE_URL (e.g. redis://127.0.0.1:6379/0) so every worker shares them; "
                     "or set FALWRAP_WORKERS=1 if only one process calls fal."
                 ),
                 obj="settings.FALWRAP",

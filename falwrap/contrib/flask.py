@@ -1,7 +1,7 @@
 """Flask integration: one shared client per app, configured from ``app.config``.
 
 Use the environment variables' names as config keys (``FAL_KEY``,
-``FAL_REQUESTS_PER_MINUTE``, ``FALWRAP_REDIS_URL``, ... see ``.env.example``);
+``FAL_REQUESTS_PER_MINUTE``, ``FALWRAP_STORE_URL``, ... see ``.env.example``);
 names left unset fall back to the environment, then to the ``.env`` file
 (``FALWRAP_ENV_FILE`` in ``app.config`` or the environment, default ``".env"``;
 ``None`` reads none)::
@@ -82,14 +82,14 @@ falwrap_cli = AppGroup("falwrap", help="falwrap (fal.ai) commands.")
 def stats_command(model: str | None, as_json: bool) -> None:
     """Show falwrap's call statistics and today's spend.
 
-    With FALWRAP_REDIS_URL the ledger is shared by every worker; without it
+    With a shared FALWRAP_STORE_URL the ledger is shared by every worker; without it
     this shows only this (new) process's calls.
     """
     client = get_client()
     stats = client.stats(model)
     spent = client.daily_cost()
     budget = client.config.daily_budget_usd
-    shared = client.config.rate_limit.redis_url is not None
+    shared = _common.shares_state(client.config)
     if as_json:
         payload = {"stats": stats, "daily_cost_usd": spent, "daily_budget_usd": budget, "shared": shared}
         click.echo(json.dumps(jsonable(payload), indent=2, sort_keys=True))
@@ -164,7 +164,7 @@ def get_client() -> FalClient:
 
 
 def get_job_store() -> JobStore:
-    """The current app's store of submitted jobs (Redis with ``FALWRAP_REDIS_URL``).
+    """The current app's store of submitted jobs (shared through ``FALWRAP_STORE_URL`` when it is Redis).
 
     Returns:
         ``current_app.extensions["falwrap_jobs"]``.

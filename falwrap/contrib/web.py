@@ -32,19 +32,11 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
 import attrs
 
 from falwrap.errors import (
-    AuthenticationError,
     BudgetExceededError,
-    ConfigurationError,
     FalApiError,
     FalTimeoutError,
     FalwrapError,
-    InvalidInputError,
-    InvalidRequestError,
     ModelError,
-    NoModelError,
-    NotFoundError,
-    PaymentRequiredError,
-    RateLimitError,
     RateLimitTimeout,
 )
 from falwrap.results import JobHandle
@@ -126,36 +118,11 @@ def _seconds_to_utc_midnight(now: datetime | None = None) -> int:
     return max(1, math.ceil((midnight - now).total_seconds()))
 
 
-def _status_for(exc: FalwrapError) -> tuple[int, str]:
-    """HTTP status and error code; the order matters (FalTimeoutError before FalApiError)."""
-    if isinstance(exc, BudgetExceededError):
-        return 429, "BUDGET_EXCEEDED"
-    if isinstance(exc, (InvalidInputError, NoModelError)):
-        return 400, "INVALID_INPUT" if isinstance(exc, InvalidInputError) else "NO_MODEL"
-    if isinstance(exc, RateLimitTimeout):
-        return 503, "RATE_LIMIT_TIMEOUT"
-    if isinstance(exc, ConfigurationError):
-        return 500, "CONFIGURATION_ERROR"
-    if not isinstance(exc, FalApiError):
-        return 500, type(exc).__name__
-    table: tuple[tuple[type[FalApiError], int], ...] = (
-        (FalTimeoutError, 504),
-        (PaymentRequiredError, 402),
-        (InvalidRequestError, 422),
-        (NotFoundError, 404),
-        (RateLimitError, 503),
-        # The server's own key is wrong: the user can do nothing about it.
-        (AuthenticationError, 500),
-        (ModelError, 502),
-    )
-    for kind, status in table:
-        if isinstance(exc, kind):
-            return status, exc.error_code
-    return 502, exc.error_code
-
-
 def error_response(exc: FalwrapError, *, now: datetime | None = None) -> ErrorResponse:
     """Map a falwrap error to an HTTP answer carrying its friendly message.
+
+    The status is the error class's ``http_status`` and the body's ``code``
+    the error's ``error_code`` (see :mod:`falwrap.errors` for the table):
 
     ==============================================  ======  ===========================
     error                                           status  notes
@@ -166,6 +133,7 @@ def error_response(exc: FalwrapError, *, now: datetime | None = None) -> ErrorRe
     PaymentRequiredError (fal account balance)      402
     NotFoundError (unknown model or request)        404
     RateLimitTimeout, RateLimitError                503     Retry-After when known
+    BackendUnavailableError                         503     the shared store is down
     FalTimeoutError                                 504     the job was cancelled at fal
     ModelError, ServerError, FalConnectionError     502
     ConfigurationError, AuthenticationError         500     the server's setup is wrong
@@ -179,8 +147,7 @@ def error_response(exc: FalwrapError, *, now: datetime | None = None) -> ErrorRe
         The :class:`ErrorResponse`. Its body never contains the API key (no
         falwrap message does).
     """
-    status, code = _status_for(exc)
-    error: dict[str, Any] = {"type": type(exc).__name__, "code": code, "message": str(exc)}
+    error: dict[str, Any] = {"type": type(exc).__name__, "code": exc.error_code, "message": str(exc)}
     headers: dict[str, str] = {}
     if isinstance(exc, FalApiError):
         error["request_id"] = exc.request_id
@@ -194,7 +161,7 @@ def error_response(exc: FalwrapError, *, now: datetime | None = None) -> ErrorRe
         headers["Retry-After"] = str(_seconds_to_utc_midnight(now))
     elif isinstance(exc, RateLimitTimeout) and exc.wait is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
-    return ErrorResponse(status, {"error": error}, headers)
+    return ErrorResponse(type(exc).http_status, {"error": error}, headers)
 
 
 # --- job handles kept on the server ------------------------------------------------------------------

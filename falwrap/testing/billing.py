@@ -35,7 +35,11 @@ DEFAULT_VIDEO_SECONDS = 5
 
 def _images(output: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     images = output.get("images")
-    return [image for image in images if isinstance(image, Mapping)] if isinstance(images, list) else []
+    if isinstance(images, list):
+        return [image for image in images if isinstance(image, Mapping)]
+    # Upscalers and other one-image models answer with a single "image" object.
+    image = output.get("image")
+    return [image] if isinstance(image, Mapping) else []
 
 
 def billable_units(

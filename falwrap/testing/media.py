@@ -12,7 +12,7 @@ import struct
 import zlib
 from importlib import resources
 
-__all__ = ["jpeg_bytes", "png_bytes", "sample_mp4"]
+__all__ = ["image_size_of", "jpeg_bytes", "png_bytes", "sample_mp4"]
 
 #: Largest side fal's flux endpoints accept; bigger requests are clamped.
 MAX_SIDE = 14142
@@ -103,6 +103,39 @@ def sample_mp4() -> bytes:
         The file's bytes.
     """
     return resources.files("falwrap.testing").joinpath("assets/sample.mp4").read_bytes()
+
+
+_JPEG_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def image_size_of(data: bytes) -> tuple[int, int] | None:
+    """The (width, height) a PNG or JPEG file declares, or ``None`` for anything else.
+
+    Reads only the headers (PNG's IHDR, JPEG's start-of-frame), so an upscaler
+    can answer with an image of the input's size times its factor.
+
+    Args:
+        data: The file's bytes.
+
+    Returns:
+        The size in pixels, or ``None``.
+    """
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return (width, height) if width and height else None
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    offset = 2
+    while offset + 9 <= len(data):
+        if data[offset] != 0xFF:
+            return None
+        marker = data[offset + 1]
+        (length,) = struct.unpack(">H", data[offset + 2 : offset + 4])
+        if marker in _JPEG_FRAMES:
+            height, width = struct.unpack(">HH", data[offset + 5 : offset + 9])
+            return (width, height) if width and height else None
+        offset += 2 + length
+    return None
 
 
 def _check(width: int, height: int) -> None:

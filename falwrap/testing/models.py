@@ -15,7 +15,7 @@ __all__ = ["QUEUE_RETRIED_STATUSES", "REQUEST_ERROR_TYPES", "FakeModel", "JobFai
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["image", "video"]
+Kind = Literal["image", "video", "upscale"]
 Unit = Literal["megapixel", "image", "second", "video", "compute_second"]
 
 #: Infrastructure error types that fal reports with a flat ``{"detail", "error_type"}``
@@ -203,7 +203,8 @@ class FakeModel:
 
     Args:
         id: the endpoint id, e.g. ``"fal-ai/flux/dev"``.
-        kind: ``"image"`` (flux-shaped output) or ``"video"`` (kling-shaped output).
+        kind: ``"image"`` (flux-shaped output), ``"video"`` (kling-shaped output) or
+            ``"upscale"`` (one image, the input's size times the factor asked for).
         unit: billing unit: ``"megapixel"``, ``"image"``, ``"second"``, ``"video"`` or
             ``"compute_second"`` (GPU time: the simulated run time).
         unit_price_usd: price of one unit, exact.
@@ -220,7 +221,7 @@ class FakeModel:
     """
 
     id: str
-    kind: Kind = attrs.field(validator=attrs.validators.in_(("image", "video")))
+    kind: Kind = attrs.field(validator=attrs.validators.in_(("image", "video", "upscale")))
     unit: Unit = attrs.field(
         validator=attrs.validators.in_(("megapixel", "image", "second", "video", "compute_second"))
     )

@@ -16,7 +16,7 @@ import attrs
 
 from falwrap.catalog import IMAGE_SIZE_PRESETS
 from falwrap.testing.billing import DEFAULT_VIDEO_SECONDS
-from falwrap.testing.media import MAX_SIDE, jpeg_bytes, png_bytes
+from falwrap.testing.media import MAX_SIDE, image_size_of, jpeg_bytes, png_bytes
 from falwrap.testing.models import FakeModel
 from falwrap.testing.video import mp4_of_length
 
@@ -221,6 +221,42 @@ def _image_output(
     }
 
 
+#: The size an upscaler assumes for an input it cannot read (a URL elsewhere on the web).
+UNREADABLE_INPUT_SIZE = (512, 512)
+
+
+def _input_size(url: Any, base_url: str, files: FileStore) -> tuple[int, int]:
+    """The size of an input image: a data URI or a file this emulator serves; never fetched elsewhere."""
+    data: bytes | None = None
+    if isinstance(url, str) and url.startswith("data:") and ";base64," in url:
+        try:
+            data = base64.b64decode(url.partition(";base64,")[2], validate=True)
+        except ValueError:
+            data = None
+    elif isinstance(url, str) and url.startswith(f"{base_url}/files/"):
+        found = files.get(url.removeprefix(f"{base_url}/files/"))
+        data = found[1] if found else None
+    return (image_size_of(data) if data else None) or UNREADABLE_INPUT_SIZE
+
+
+def _upscale_output(
+    arguments: Mapping[str, Any], request_id: str, options: OutputOptions, files: FileStore, inference_s: float
+) -> dict[str, Any]:
+    width, height = _input_size(arguments.get("image_url"), options.base_url, files)
+    factor = arguments.get("upscale_factor", arguments.get("scale", 2))
+    factor = float(factor) if isinstance(factor, (int, float)) and not isinstance(factor, bool) else 2.0
+    size = (min(MAX_SIDE, max(1, round(width * factor))), min(MAX_SIDE, max(1, round(height * factor))))
+    name = f"{request_id}-0.png"
+    files.put(name, "image/png", functools.partial(png_bytes, *size), options.expires_at)
+    seed = arguments.get("seed")
+    url = f"{options.base_url}/files/{name}"
+    return {
+        "image": {"url": url, "width": size[0], "height": size[1], "content_type": "image/png"},
+        "seed": int(seed) if isinstance(seed, int) else random.randrange(2**32),
+        "timings": {"inference": round(inference_s, 4)},
+    }
+
+
 def _video_output(
     arguments: Mapping[str, Any], request_id: str, options: OutputOptions, files: FileStore
 ) -> dict[str, Any]:
@@ -256,13 +292,16 @@ def build_output(
         inference_s: simulated run time, reported in ``timings``.
 
     Returns:
-        A flux-shaped output for image models, a kling-shaped one for video models.
+        A flux-shaped output for image models, a kling-shaped one for video
+        models, ``{"image", "seed", "timings"}`` for upscalers.
 
     Raises:
         ValueError: when image or video arguments cannot be interpreted.
     """
     if model.kind == "video":
         return _video_output(arguments, request_id, options, files)
+    if model.kind == "upscale":
+        return _upscale_output(arguments, request_id, options, files, inference_s)
     return _image_output(model, arguments, request_id, options, files, inference_s)
 
 

@@ -16,11 +16,11 @@ from falwrap.errors import FalwrapError
 class Command(BaseCommand):  # type: ignore[misc]  # Django ships no type hints
     """Print the ledger's stats and today's spend.
 
-    With ``FALWRAP_REDIS_URL`` the ledger is shared, so this shows every
+    With a shared ``FALWRAP_STORE_URL`` the ledger is shared, so this shows every
     worker's calls; without it, only this (new) process's, which is empty.
     """
 
-    help = "Show falwrap's call statistics and today's spend (shared by every worker with FALWRAP_REDIS_URL)."
+    help = "Show falwrap's call statistics and today's spend (shared by every worker with FALWRAP_STORE_URL)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         """Add ``--model`` and ``--json``.
@@ -48,7 +48,7 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django ships no type hints
         except FalwrapError as exc:
             raise CommandError(str(exc)) from exc
         budget = client.config.daily_budget_usd
-        shared = client.config.rate_limit.redis_url is not None
+        shared = _common.shares_state(client.config)
         if options.get("json"):
             payload = {"stats": stats, "daily_cost_usd": spent, "daily_budget_usd": budget, "shared": shared}
             self.stdout.write(json.dumps(jsonable(payload), indent=2, sort_keys=True))

@@ -1,102 +1,58 @@
-"""The ``falwrap`` command: generate images and videos, browse models, read stats, run a demo.
+"""The ``falwrap`` command line: subcommands, options and how their values are read.
 
-Exit codes::
-
-    0  success
-    1  an unexpected error (a bug: run again with --debug and report it)
-    2  usage: bad arguments or options, or no model fits the requirements
-    3  configuration: missing key, invalid setting, unreachable Redis ledger
-    4  fal API error: fal refused or failed the request, or could not be reached
-    5  timeout: the deadline passed (the job was cancelled at fal)
-    6  budget: the daily budget would be exceeded (nothing was sent)
-    130 interrupted (Ctrl-C; the job was cancelled at fal)
-
-Errors print one friendly line on stderr (``--debug`` adds the traceback);
-with ``--json`` stdout carries exactly one JSON document, an ``{"error": ...}``
-one on failure. Nothing written ever contains the API key.
-
-Everything heavy (the client, fal_client, httpx, the emulator) is imported
-inside the command that needs it, so ``falwrap --help`` and ``falwrap models``
-start fast.
+Values are checked here with the library's own validators (a deadline, an
+amount of money), so a bad option is a usage error (exit 2) naming the
+option, before any client exists.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import NoReturn
 
-from falwrap._cli_errors import (
-    EXIT_API,
-    EXIT_BUDGET,
-    EXIT_CONFIG,
-    EXIT_ERROR,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_TIMEOUT,
-    EXIT_USAGE,
-    UsageError,
-    exit_code_for,
-)
-from falwrap._cli_output import Console
 from falwrap._version import __version__
+from falwrap.cli.exits import UsageError
+from falwrap.errors import InvalidInputError
+from falwrap.money import parse_usd
+from falwrap.validation import check_timeout
 
-__all__ = [
-    "EXIT_API",
-    "EXIT_BUDGET",
-    "EXIT_CONFIG",
-    "EXIT_ERROR",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_TIMEOUT",
-    "EXIT_USAGE",
-    "UsageError",
-    "build_parser",
-    "exit_code_for",
-    "main",
-]
+__all__ = ["build_parser", "parse", "wants_json"]
 
 _QUALITIES = ("draft", "production", "premium")
 _URGENCIES = ("low", "normal", "high")
-_KINDS = ("image", "video")
+_KINDS = ("image", "video", "upscale")
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with usage errors printed as one line through the redacting console."""
-
-    console: Console | None = None
+    """argparse, with usage errors raised (as :class:`UsageError`) instead of printed."""
 
     def error(self, message: str) -> NoReturn:
         msg = f"{message} (see: {self.prog} --help)"
-        raise _ArgumentError(msg)
-
-
-class _ArgumentError(Exception):
-    pass
+        raise UsageError(msg)
 
 
 def _money(text: str) -> Decimal:
     try:
-        value = Decimal(text.strip().lstrip("$"))
-    except InvalidOperation:
-        value = Decimal("NaN")
-    if not value.is_finite() or value < 0:
-        msg = f"expected an amount in USD such as 0.05, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+        return parse_usd(text)
+    except ValueError as exc:
+        msg = f"{exc}, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
 
 
-def _positive_seconds(text: str) -> float:
+def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        msg = f"expected a positive number of seconds, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+        msg = f"expected a number of seconds, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    try:
+        seconds = check_timeout(value, "--timeout")
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(exc.message.removeprefix("--timeout: ")) from None
+    assert seconds is not None
+    return seconds
 
 
 def _selection_options(parser: argparse.ArgumentParser) -> None:
@@ -130,11 +86,26 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
+def _call_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="deadline for the whole call")
+    parser.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another model parameter (VALUE is read as JSON when it parses, e.g. -p num_inference_steps=8)",
+    )
+    _output_options(parser)
+    parser.add_argument("--no-save", action="store_true", help="print the URLs instead of downloading the files")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``falwrap`` argument parser.
 
     Returns:
-        The parser; ``parse_args`` gives a namespace with ``command`` set.
+        The parser; ``parse_args`` gives a namespace with ``command`` set, and
+        raises :class:`~falwrap.cli.exits.UsageError` on a bad command line.
     """
     parser = _Parser(
         prog="falwrap",
@@ -153,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--num-images", type=int, default=1, metavar="N", help="1 to 4 (default 1)")
     image.add_argument("--seed", type=int, metavar="S", help="reproduce an earlier image")
     _selection_options(image)
-    _common_call_options(image)
+    _call_options(image)
     _global_options(image, top=False)
 
     video = commands.add_parser("video", help="generate a video from a prompt", description="Generate a video.")
@@ -163,11 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--aspect-ratio", choices=("16:9", "9:16", "1:1"), default="16:9", help="default 16:9")
     video.add_argument("--model", metavar="ID", help="endpoint id (see `falwrap models --kind video`)")
     _selection_options(video)
-    _common_call_options(video)
+    _call_options(video)
     _global_options(video, top=False)
 
     models = commands.add_parser("models", help="list the model catalog", description="List known models.")
-    models.add_argument("--kind", choices=_KINDS, help="only image or only video models")
+    models.add_argument("--kind", choices=_KINDS, help="only image, video or upscale models")
     _global_options(models, top=False)
 
     select = commands.add_parser(
@@ -186,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _global_options(stats, top=False)
 
+    config = commands.add_parser(
+        "config",
+        help="show the settings falwrap reads from the environment and .env",
+        description="Show every setting as its environment variable (the key only as a fingerprint).",
+    )
+    _global_options(config, top=False)
+
     demo = commands.add_parser(
         "demo",
         help="generate an image and a video offline with the built-in emulator",
@@ -196,68 +174,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _common_call_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS", help="deadline for the whole call")
-    parser.add_argument(
-        "--param",
-        "-p",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="another model parameter (VALUE is read as JSON when it parses, e.g. -p num_inference_steps=8)",
-    )
-    _output_options(parser)
-    parser.add_argument("--no-save", action="store_true", help="print the URLs instead of downloading the files")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``falwrap`` command.
+def wants_json(argv: Sequence[str]) -> bool:
+    """Whether a command line asks for JSON output, read before (and whether or not) it parses.
 
     Args:
-        argv: The arguments (default ``sys.argv[1:]``).
+        argv: The arguments.
 
     Returns:
-        The exit code (see the module docstring).
+        ``True`` when ``--json`` appears before any ``--``.
     """
-    console = Console(sys.stdout, sys.stderr)
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except _ArgumentError as exc:
-        console.error(str(exc))
-        return EXIT_USAGE
-    except SystemExit as exc:  # --help and --version
-        return exc.code if isinstance(exc.code, int) else EXIT_OK
-    debug = bool(getattr(args, "debug", False))
-    as_json = bool(getattr(args, "json", False))
-    from falwrap._cli_commands import run_command
-
-    try:
-        return run_command(args, console)
-    except KeyboardInterrupt as exc:
-        console.fail(exc, "Interrupted. A job in progress was cancelled at fal.", EXIT_INTERRUPTED, debug, as_json)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # The reader went away (`falwrap models | head`): not an error worth a message.
-        console.silence()
-        return EXIT_OK
-    except Exception as exc:
-        code = exit_code_for(exc)
-        message = str(exc) if code != EXIT_ERROR else _unexpected(exc)
-        console.fail(exc, message, code, debug, as_json)
-        return code
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
 
 
-def _unexpected(exc: BaseException) -> str:
-    from falwrap._cli_commands import SaveError
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse a command line.
 
-    if isinstance(exc, SaveError):
-        return str(exc)
-    if isinstance(exc, OSError):
-        where = f" ({exc.filename})" if exc.filename else ""
-        return f"{exc.strerror or type(exc).__name__}{where}. Check the path and the free space."
-    return f"unexpected {type(exc).__name__}: {exc}. Run again with --debug and report it."
+    Args:
+        argv: The arguments.
 
+    Returns:
+        The namespace (``command`` set).
 
-if __name__ == "__main__":
-    sys.exit(main())
+    Raises:
+        UsageError: the command line is not valid; the message says why and
+            points at ``--help``.
+        SystemExit: ``--help`` or ``--version`` printed their text.
+    """
+    return build_parser().parse_args(argv)
