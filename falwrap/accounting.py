@@ -24,15 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from falwrap.catalog import ModelInfo, actual_cost
-from falwrap.errors import (
-    BackendUnavailableError,
-    BudgetExceededError,
-    ConfigurationError,
-    FalApiError,
-    InvalidInputError,
-    NoModelError,
-    RateLimitTimeout,
-)
+from falwrap.errors import BackendUnavailableError, BudgetExceededError, InvalidInputError, error_code
 from falwrap.jobs import JobFailed, Output
 from falwrap.journal import (
     Accepted,
@@ -49,7 +41,7 @@ from falwrap.observers import CallObserver, notify
 from falwrap.plan import Plan
 from falwrap.records import CallRecord
 
-__all__ = ["Accountant", "Heartbeat", "Ticket", "error_code", "owner_gone", "owner_id"]
+__all__ = ["Accountant", "Heartbeat", "Ticket", "owner_gone", "owner_id"]
 
 logger = logging.getLogger("falwrap")
 
@@ -94,28 +86,6 @@ def owner_id() -> str:
         if owner is None:
             owner = _owners[pid] = f"{socket.gethostname()}:{pid}:{os.urandom(4).hex()}"
         return owner
-
-
-#: Codes of falwrap's own (non-API) errors in records; subclasses match their base.
-_LOCAL_CODES: tuple[tuple[type[BaseException], str], ...] = (
-    (BudgetExceededError, "BUDGET_EXCEEDED"),
-    (InvalidInputError, "INVALID_INPUT"),
-    (NoModelError, "NO_MODEL"),
-    (RateLimitTimeout, "RATE_LIMIT_TIMEOUT"),
-    (BackendUnavailableError, "BACKEND_UNAVAILABLE"),
-    (ConfigurationError, "CONFIGURATION"),
-    (KeyboardInterrupt, "INTERRUPTED"),
-)
-
-
-def error_code(error: BaseException) -> str:
-    """The code a record keeps for ``error``."""
-    if isinstance(error, FalApiError):
-        return error.error_code
-    for cls, code in _LOCAL_CODES:
-        if isinstance(error, cls):
-            return code
-    return type(error).__name__
 
 
 class Heartbeat:

@@ -17,10 +17,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from falwrap import retry as _retry
-from falwrap.accounting import Accountant, Ticket, error_code
+from falwrap.accounting import Accountant, Ticket
 from falwrap.catalog import ModelInfo
 from falwrap.config import FalConfig
-from falwrap.errors import FalApiError, FalwrapError, ModelError, ServerError
+from falwrap.errors import FalApiError, FalwrapError, ModelError, ServerError, error_code
 from falwrap.following import DeadlinePassed
 from falwrap.jobs import JobFailed, JobRunner, JobSpec, Output, RequestOptions
 from falwrap.journal import Accepted, JobEntry, JobState, Settlement
@@ -321,8 +321,11 @@ def image_result(output: Output, plan: Plan, cost: Decimal, ms: int, client: Fal
     """An :class:`ImageResult` from a job's output."""
     data = output.data
     seed = data.get("seed")
+    # Generators answer a list of images; upscalers a single ``image``.
+    single = data.get("image")
+    items = data.get("images") or ([single] if isinstance(single, Mapping) else [])
     return ImageResult(
-        images=[Image.from_json(item) for item in data.get("images") or ()],
+        images=[Image.from_json(item) for item in items],
         seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         has_nsfw_concepts=[bool(x) for x in data.get("has_nsfw_concepts") or ()],
         model=plan.endpoint, request_id=output.request_id, cost_usd=cost, duration_ms=ms, raw=data, client=client,

@@ -112,25 +112,7 @@ class FalClient:
         self.catalog: Mapping[str, ModelInfo] = catalog if catalog is not None else MODEL_CATALOG
         self._hooks = (on_retry,) if callable(on_retry) else tuple(on_retry or ())
         self._state = open_shared_state(self.config, ledger=ledger, limiter=limiter)
-        rate = self.config.rate_limit
-        # A job uses one connection at a time; the headroom covers uploads, downloads and the
-        # status()/cancel() calls of submit-style apps. Threads beyond it wait for the pool.
-        self._http = build_http_client(
-            api_key=self.config.api_key, base_url=self.config.base_url,
-            max_connections=max(16, 2 * (rate.max_concurrent or 64)),
-            user_agent=f"falwrap/{_version} fal-client/{fal_client.__version__}",
-            stream_read_timeout=3 * self.config.timeouts.queue_status,
-        )  # fmt: skip
-        policy = RetryPolicy.from_config(self.config.retry)
-        per_exchange = self.config.timeouts.queue_status
-        platform = PlatformApi(
-            self._http, policy=policy, per_exchange=self.config.timeouts.model_list, hooks=self._hooks
-        )
-        self._runner = JobRunner(
-            _RoutedSyncClient(self.config.api_key, self._http), self._http, policy=policy, per_exchange=per_exchange,
-            poll_interval=self.config.poll_interval, status_stream=self.config.status_stream, platform=platform,
-            resubmit_ambiguous=self.config.resubmit_ambiguous, hooks=self._hooks,
-        )  # fmt: skip
+        self._http, self._runner, platform = _connect(self.config, self._hooks)
         self._uploader = Uploader(
             self._http, self.config.api_key, exchange=self._runner.exchange, clock=self._runner.clock,
             timeout=self.config.timeouts.image,
@@ -253,6 +235,21 @@ class FalClient:
         plan = self._plan(model_id, operation, lambda: self._planner.run(
             model_id, arguments, operation=operation, timeout=timeout))  # fmt: skip
         return self._call(plan, on_progress, idempotency_key, webhook_url)[0].data
+
+    def upscale(self, image: str | Path, *, scale: float = 2, model: str | None = None,
+                on_progress: ProgressCallback | None = None, timeout: float | None = None,
+                idempotency_key: str | None = None, webhook_url: str | None = None,
+                **params: Any) -> ImageResult:  # fmt: skip
+        """Make a larger copy of an image (a URL or a local file, uploaded first) and wait for it.
+
+        ``scale`` is the factor (1 to 4 for fal's upscalers); ``model`` an upscaler of the catalog
+        (default ``fal-ai/clarity-upscaler``); ``timeout`` defaults to ``Timeouts.upscale``.
+        Raises as :meth:`image`.
+        """
+        plan = self._plan(model, "upscale", lambda: self._planner.upscale(
+            image, scale=scale, model=model, timeout=timeout, params=params))  # fmt: skip
+        output, cost, ms = self._call(plan, on_progress, idempotency_key, webhook_url)
+        return image_result(output, plan, cost, ms, self)
 
     def map(
         self,
@@ -412,3 +409,23 @@ class FalClient:
             What was settled, what still runs, what fal could not tell yet, and the cost change.
         """
         return self._reconciler.run(timeout=timeout)
+
+
+def _connect(config: FalConfig, hooks: tuple[RetryHook, ...]) -> tuple[httpx.Client, JobRunner, PlatformApi]:
+    """The client's one HTTP connection pool, the job runner over it and fal's platform API."""
+    # A job uses one connection at a time; the headroom covers uploads, downloads and the
+    # status()/cancel() calls of submit-style apps. Threads beyond it wait for the pool.
+    http = build_http_client(
+        api_key=config.api_key or "", base_url=config.base_url,
+        max_connections=max(16, 2 * (config.rate_limit.max_concurrent or 64)),
+        user_agent=f"falwrap/{_version} fal-client/{fal_client.__version__}",
+        stream_read_timeout=3 * config.timeouts.queue_status,
+    )  # fmt: skip
+    policy = RetryPolicy.from_config(config.retry)
+    platform = PlatformApi(http, policy=policy, per_exchange=config.timeouts.model_list, hooks=hooks)
+    runner = JobRunner(
+        _RoutedSyncClient(config.api_key or "", http), http, policy=policy, per_exchange=config.timeouts.queue_status,
+        poll_interval=config.poll_interval, status_stream=config.status_stream, platform=platform,
+        resubmit_ambiguous=config.resubmit_ambiguous, hooks=hooks,
+    )  # fmt: skip
+    return http, runner, platform

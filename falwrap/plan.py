@@ -19,12 +19,19 @@ from falwrap.config import FalConfig
 from falwrap.errors import InvalidInputError
 from falwrap.files import image_input
 from falwrap.money import display_usd
-from falwrap.validation import check_timeout, image_arguments, validate_arguments, video_arguments
+from falwrap.validation import (
+    check_timeout,
+    image_arguments,
+    upscale_arguments,
+    validate_arguments,
+    video_arguments,
+)
 
 __all__ = [
     "DEFAULT_IMAGE_MODEL",
     "DEFAULT_IMAGE_TO_VIDEO_MODEL",
     "DEFAULT_TEXT_TO_VIDEO_MODEL",
+    "DEFAULT_UPSCALE_MODEL",
     "Plan",
     "Planner",
 ]
@@ -33,6 +40,8 @@ __all__ = [
 DEFAULT_IMAGE_MODEL = "fal-ai/flux/dev"
 DEFAULT_TEXT_TO_VIDEO_MODEL = "fal-ai/kling-video/v1/standard/text-to-video"
 DEFAULT_IMAGE_TO_VIDEO_MODEL = "fal-ai/kling-video/v1/standard/image-to-video"
+#: The cheaper of the catalog's upscalers.
+DEFAULT_UPSCALE_MODEL = "fal-ai/clarity-upscaler"
 
 
 @attrs.frozen
@@ -125,6 +134,21 @@ class Planner:
         )  # fmt: skip
         self._check_output_budget(info, budget, arguments, model)
         return self._plan(info, self._resolve_files(arguments), "video", seconds)
+
+    def upscale(
+        self,
+        image: str | Path,
+        *,
+        scale: float,
+        model: str | None,
+        timeout: float | None,
+        params: Mapping[str, Any],
+    ) -> Plan:
+        """Plan :meth:`FalClient.upscale`."""
+        seconds = check_timeout(timeout)
+        info = self._choose(model, "upscale", None, None, None, DEFAULT_UPSCALE_MODEL, needs_image=True)
+        arguments = upscale_arguments(info, image, scale=scale, params=params)
+        return self._plan(info, self._resolve_files(arguments), "upscale", seconds)
 
     def run(self, model_id: str, arguments: Mapping[str, Any], *, operation: str, timeout: float | None) -> Plan:
         """Plan :meth:`FalClient.run` and :meth:`FalClient.submit` (any endpoint)."""

@@ -120,3 +120,34 @@ def test_fakefal_upscales_the_input_by_the_factor_and_bills_output_megapixels(
     assert job.arguments["image_url"].startswith("data:image/png;base64,")
     assert fal.billed_total == Decimal("0.03") * megapixels
     assert record.cost_usd == Decimal("0.03") * megapixels
+
+
+
+def test_client_upscale_makes_a_larger_copy_billed_as_fal_bills_it(fal: FakeFal) -> None:
+    """FalClient.upscale sends the image and factor to the upscaler and charges what FakeFal billed."""
+    with FalClient(FalConfig(api_key=fal.key, base_url=fal.url)) as client:
+        source = client.image("a cat", model="fal-ai/flux/schnell", size="square")
+        result = client.upscale(source.images[0].url, scale=2)
+        assert result.model == CLARITY.id
+        (image,) = result.images
+        assert (image.width, image.height) == (1024, 1024)
+        assert client.daily_cost() == fal.billed_total
+        assert result.cost_usd == fal.billing[-1].cost
+        with pytest.raises(InvalidInputError) as info:
+            client.upscale(source.images[0].url, scale=9)
+        assert info.value.field in {"scale", "upscale_factor"}
+        assert fal.submissions == 2
+
+
+def test_an_upscale_of_a_local_file_waits_the_upscale_deadline(fal: FakeFal, tmp_path: Path) -> None:
+    """A local file is uploaded first; without timeout=, the call gets Timeouts.upscale, not the image one."""
+    from falwrap import Timeouts
+
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(png_bytes(64, 48))
+    fal.set_latency(0.8, CLARITY.id)
+    config = FalConfig(api_key=fal.key, base_url=fal.url, timeouts=Timeouts(image=0.3, upscale=10.0))
+    with FalClient(config) as client:
+        result = client.upscale(photo, scale=4)
+    (image,) = result.images
+    assert (image.width, image.height) == (256, 192)
