@@ -36,3 +36,18 @@ def test_import_is_light() -> None:
     code = f"import sys, falwrap; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_pytest_plugin_costs_nothing_until_fake_fal_is_used() -> None:
+    """Loading the plugin (pytest does, wherever falwrap is installed) imports neither the emulator nor httpx."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, falwrap.testing.plugin\n"
+        "loaded = [m for m in ('falwrap.testing.emulator', 'httpx', 'fal_client', 'requests') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "from falwrap.testing import FakeFal\n"
+        "assert 'falwrap.testing.emulator' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

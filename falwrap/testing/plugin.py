@@ -1,13 +1,20 @@
-"""pytest plugin (entry point ``pytest11: falwrap``): the ``fake_fal`` fixtures."""
+"""pytest plugin (entry point ``pytest11: falwrap``): the ``fake_fal`` fixtures.
+
+Installing falwrap registers this plugin in every pytest run of every project
+that has it installed, so importing it must cost nothing: the emulator (and
+httpx, werkzeug-free but not free) is imported only when a test asks for
+``fake_fal``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from falwrap.testing.emulator import FakeFal
+if TYPE_CHECKING:
+    from falwrap.testing.emulator import FakeFal
 
 __all__ = ["fake_fal", "fake_fal_config"]
 
@@ -19,6 +26,8 @@ def fake_fal() -> Iterator[FakeFal]:
     Yields:
         The emulator; use ``fake_fal.url`` and ``fake_fal.key``.
     """
+    from falwrap.testing.emulator import FakeFal
+
     with FakeFal() as fal:
         yield fal
 
