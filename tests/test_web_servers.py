@@ -56,8 +56,10 @@ def _assert_spaced(times: list[float], expected: int) -> None:
     assert len(times) == expected
     ordered = sorted(times)
     busiest = max(sum(1 for t in ordered if start <= t < start + WINDOW) for start in ordered)
-    # WINDOW / SPACING grants fit in a window, plus one at its edge and one early by jitter.
-    assert busiest <= WINDOW / SPACING + 2, f"{busiest} submissions within {WINDOW} s"
+    # WINDOW / SPACING grants fit in a window, plus one at its edge, plus a few that arrive
+    # bunched because their threads waited for a CPU (seen on a 2-core machine running the
+    # suite in parallel): a broken limiter puts all of them in one window.
+    assert busiest <= WINDOW / SPACING + 4, f"{busiest} submissions within {WINDOW} s"
     # The whole run cannot be faster than the rate: jitter only moves its two ends.
     assert ordered[-1] - ordered[0] >= (expected - 1) * SPACING - JITTER
     assert sorted(gaps(times))[len(times) // 2] >= SPACING - 0.005, "median spacing below the rate"
