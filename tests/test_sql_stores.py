@@ -22,8 +22,8 @@ from urllib.parse import quote
 
 import pytest
 
-from falwrap.backends import open_store, wipe_namespace
-from falwrap.backends.sql import LATEST_VERSION, Database, apply_migrations, migrate, schema_version
+from falwrap.backends import migrate, open_store, wipe_namespace
+from falwrap.backends.sql import LATEST_VERSION, Database, apply_migrations, schema_version
 from falwrap.backends.sqlite import SqliteStore, open_database
 from falwrap.errors import BackendUnavailableError, BudgetExceededError, ConfigurationError
 from falwrap.journal import JobIntent

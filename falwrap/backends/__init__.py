@@ -21,9 +21,10 @@ from falwrap.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from falwrap.backends.base import Store
+    from falwrap.backends.sql import Database
     from falwrap.journal import Journal
 
-__all__ = ["open_journal", "open_store", "scheme_of", "wipe_namespace"]
+__all__ = ["migrate", "open_journal", "open_store", "scheme_of", "wipe_namespace"]
 
 #: URL schemes and the backend each one opens.
 SCHEMES = {
@@ -107,3 +108,40 @@ def wipe_namespace(url: str, namespace: str) -> None:
         from falwrap.backends.redis_store import wipe as wipe_redis
 
         wipe_redis(url, namespace)
+
+
+def migrate(url: str) -> int:
+    """Create or upgrade falwrap's tables at ``url`` now, ahead of a deploy; idempotent.
+
+    Stores also do this when they open, so this is never required; it lets a
+    deploy step (or a person) do it once, with the rights to create tables,
+    before the application starts.
+
+    Args:
+        url: A ``sqlite:///absolute/path.db`` or ``postgresql://...`` store URL.
+
+    Returns:
+        The schema version now in place.
+
+    Raises:
+        ConfigurationError: the URL is not a SQL store, or the database cannot be
+            opened or holds a newer schema.
+    """
+    from falwrap.backends.sql import apply_migrations
+
+    kind = scheme_of(url)
+    if kind == "sqlite":
+        from falwrap.backends.sqlite import open_database as open_sqlite
+
+        db: Database = open_sqlite(url)
+    elif kind == "postgresql":
+        from falwrap.backends.postgresql import open_database as open_postgres
+
+        db = open_postgres(url)
+    else:
+        msg = f"migrate() needs a sqlite: or postgresql: store URL; {kind} stores have no schema."
+        raise ConfigurationError(msg, variable="FALWRAP_STORE_URL")
+    try:
+        return apply_migrations(db)
+    finally:
+        db.close()

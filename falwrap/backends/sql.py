@@ -16,7 +16,7 @@ a database never mix.
 Schema changes are migrations, numbered and applied in order when a store
 opens, under a lock (SQLite's write lock, a PostgreSQL advisory lock), so that
 processes opening a fresh database at once apply each step exactly once. Run
-them ahead of a deploy with :func:`migrate` (``falwrap.backends.sql.migrate(url)``).
+them ahead of a deploy with :func:`falwrap.backends.migrate` (``falwrap.backends.migrate(url)``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ __all__ = [
     "apply_migrations",
     "day_text",
     "from_us",
-    "migrate",
     "schema_version",
     "to_us",
 ]
@@ -355,40 +354,3 @@ def schema_version(db: Database) -> int:
     with db.write(MIGRATION_LOCK) as conn:
         conn.execute(_SCHEMA_TABLE)
         return int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM falwrap_schema").fetchone()[0])
-
-
-def migrate(url: str) -> int:
-    """Create or upgrade falwrap's tables at ``url`` now, ahead of a deploy; idempotent.
-
-    Stores also do this when they open, so this is never required; it lets a
-    deploy step (or a person) do it once, with the rights to create tables,
-    before the application starts.
-
-    Args:
-        url: A ``sqlite:///absolute/path.db`` or ``postgresql://...`` store URL.
-
-    Returns:
-        The schema version now in place.
-
-    Raises:
-        ConfigurationError: the URL is not a SQL store, or the database cannot be
-            opened or holds a newer schema.
-    """
-    from falwrap.backends import scheme_of
-
-    kind = scheme_of(url)
-    if kind == "sqlite":
-        from falwrap.backends.sqlite import open_database as open_sqlite
-
-        db: Database = open_sqlite(url)
-    elif kind == "postgresql":
-        from falwrap.backends.postgresql import open_database as open_postgres
-
-        db = open_postgres(url)
-    else:
-        msg = f"migrate() needs a sqlite: or postgresql: store URL; {kind} stores have no schema."
-        raise ConfigurationError(msg, variable="FALWRAP_STORE_URL")
-    try:
-        return apply_migrations(db)
-    finally:
-        db.close()

@@ -7,8 +7,8 @@ table of the environment variables that fill it.
 
 from __future__ import annotations
 
-from falwrap.config.settings import FalConfig, RateLimitConfig, RetryConfig, Timeouts
-from falwrap.config.variables import ENV_VARS, EnvVar, config_from_values, env_var, read_environment, settings_of
+from falwrap.config.settings import FalConfig, RateLimitConfig, RetryConfig, Timeouts, config_from_values
+from falwrap.config.variables import ENV_VARS, EnvVar, env_var, read_environment, settings_of
 
 __all__ = [
     "ENV_VARS",

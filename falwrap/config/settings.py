@@ -1,4 +1,4 @@
-"""The configuration classes: frozen, validated when built.
+"""The configuration classes (frozen, validated when built) and the one function that builds them from variables.
 
 Every value is checked when the object is built, so a bad setting fails at
 start-up with a :class:`~falwrap.ConfigurationError` naming the setting, the
@@ -37,10 +37,11 @@ from falwrap.config.rules import (
     is_finite_number,
     is_whole_number,
 )
+from falwrap.config.variables import ENV_VARS, KEY_NAMES, env_var, read_environment
 from falwrap.errors import ConfigurationError
 from falwrap.money import parse_usd
 
-__all__ = ["FalConfig", "RateLimitConfig", "RetryConfig", "Timeouts"]
+__all__ = ["FalConfig", "RateLimitConfig", "RetryConfig", "Timeouts", "config_from_values"]
 
 QueuePriority = Literal["normal", "low"]
 
@@ -447,6 +448,97 @@ class FalConfig:
                 the variable, the value as written and what is expected, in the
                 variable's unit.
         """
-        from falwrap.config.variables import config_from_values, read_environment
-
         return config_from_values(read_environment(env_file, os.environ if environ is None else environ))
+
+
+def _api_key_from(values: Mapping[str, str]) -> str | None:
+    for name in ("FAL_KEY", "FAL_API_KEY"):
+        if name in values:
+            parsed: str = env_var(name).parse(values[name])
+            return parsed
+    key_id, secret = values.get("FAL_KEY_ID"), values.get("FAL_KEY_SECRET")
+    if key_id and secret:
+        return f"{env_var('FAL_KEY_ID').parse(key_id)}:{env_var('FAL_KEY_SECRET').parse(secret)}"
+    return None
+
+
+def _store_url(values: Mapping[str, str], parsed: Mapping[str, Any]) -> str | None:
+    """FALWRAP_STORE_URL, or its older name FALWRAP_REDIS_URL; both set and different is an error."""
+    store, redis = parsed.get("FALWRAP_STORE_URL"), parsed.get("FALWRAP_REDIS_URL")
+    if store is not None and redis is not None and store != redis:
+        msg = (
+            f"FALWRAP_STORE_URL={rules.redact_url(values['FALWRAP_STORE_URL'])!r} and "
+            f"FALWRAP_REDIS_URL={rules.redact_url(values['FALWRAP_REDIS_URL'])!r} name different stores: "
+            "expected FALWRAP_STORE_URL alone (FALWRAP_REDIS_URL is its older name)."
+        )
+        raise ConfigurationError(msg, variable="FALWRAP_STORE_URL")
+    url: str | None = store if store is not None else redis
+    return url
+
+
+def _retry_delays(values: Mapping[str, str], retry: dict[str, Any]) -> None:
+    """FAL_RETRY_DELAY alone raises the ceiling with it; a ceiling below the first delay names both variables."""
+    if "max_delay" not in retry:
+        if "base_delay" in retry:
+            retry["max_delay"] = max(retry["base_delay"], RetryConfig().max_delay)
+        return
+    base = retry.get("base_delay", RetryConfig().base_delay)
+    if retry["max_delay"] >= base:
+        return
+    if "FAL_RETRY_DELAY" in values:
+        delay = f"FAL_RETRY_DELAY={values['FAL_RETRY_DELAY']} ms"
+        fix = "lower FAL_RETRY_DELAY or raise FAL_RETRY_MAX_DELAY"
+    else:
+        default = env_var("FAL_RETRY_DELAY").default
+        delay = f"FAL_RETRY_DELAY={default} ms (its default)"
+        fix = "set FAL_RETRY_DELAY lower too"
+    msg = (
+        f"FAL_RETRY_MAX_DELAY={values['FAL_RETRY_MAX_DELAY']} ms is smaller than {delay}: expected the "
+        f"ceiling of one backoff delay to be at least the first delay; {fix}."
+    )
+    raise ConfigurationError(msg, variable="FAL_RETRY_MAX_DELAY")
+
+
+def config_from_values(values: Mapping[str, str]) -> FalConfig:
+    """Build a :class:`~falwrap.FalConfig` from variables (as ``read_environment`` returns them).
+
+    Variables the integrations alone read (``FALWRAP_ENV_FILE``,
+    ``FALWRAP_WORKERS``) and names falwrap does not know are ignored here.
+
+    Args:
+        values: Name -> text.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigurationError: a variable is invalid, or two disagree; the message
+            names them and their values as written.
+    """
+    parsed = {
+        var.name: var.parse(values[var.name])
+        for var in ENV_VARS
+        if var.scope == "library" and var.name in values and var.name not in KEY_NAMES
+    }
+    groups: dict[str, dict[str, Any]] = {"": {}, "timeouts": {}, "retry": {}, "rate_limit": {}}
+    for name, value in parsed.items():
+        field = env_var(name).field
+        if field is not None and field != "store_url":
+            group, _, attribute = field.rpartition(".")
+            groups[group][attribute] = value
+    store = _store_url(values, parsed)
+    if store is not None:
+        groups[""]["store_url"] = store
+    _retry_delays(values, groups["retry"])
+    try:
+        return FalConfig(
+            api_key=_api_key_from(values),
+            timeouts=Timeouts(**groups["timeouts"]),
+            retry=RetryConfig(**groups["retry"]),
+            rate_limit=RateLimitConfig(**groups["rate_limit"]),
+            **groups[""],
+        )
+    except ConfigurationError as exc:
+        # Every variable was checked against the same bounds above; this names the rest.
+        msg = f"{exc.message} (from the environment or .env)"
+        raise ConfigurationError(msg, variable=exc.variable) from None

@@ -1,4 +1,4 @@
-"""The one table of environment variables, and the configuration it builds.
+"""The one table of environment variables: what each one sets and how it is read.
 
 :data:`ENV_VARS` lists every variable falwrap reads: the setting it fills, the
 unit a person writes it in, how it is read and checked, its default and one
@@ -16,20 +16,21 @@ import os
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from falwrap.config import rules
-from falwrap.config.settings import FalConfig, RateLimitConfig, RetryConfig, Timeouts
 from falwrap.errors import ConfigurationError
 from falwrap.money import parse_usd
+
+if TYPE_CHECKING:
+    from falwrap.config.settings import FalConfig
 
 __all__ = [
     "ENV_VARS",
     "EnvVar",
     "ValueKind",
-    "config_from_values",
     "env_var",
     "read_environment",
     "settings_of",
@@ -286,7 +287,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
 )  # fmt: skip
 
 _BY_NAME = {var.name: var for var in ENV_VARS}
-_KEY_NAMES = ("FAL_KEY", "FAL_API_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET")
+KEY_NAMES = ("FAL_KEY", "FAL_API_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET")
 
 
 def env_var(name: str) -> EnvVar:
@@ -323,99 +324,6 @@ def read_environment(env_file: str | os.PathLike[str] | None, environ: Mapping[s
         merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     merged.update(environ)
     return {k: v.strip() for k, v in merged.items() if v.strip() != ""}
-
-
-def _api_key(values: Mapping[str, str]) -> str | None:
-    for name in ("FAL_KEY", "FAL_API_KEY"):
-        if name in values:
-            parsed: str = _BY_NAME[name].parse(values[name])
-            return parsed
-    key_id, secret = values.get("FAL_KEY_ID"), values.get("FAL_KEY_SECRET")
-    if key_id and secret:
-        return f"{_BY_NAME['FAL_KEY_ID'].parse(key_id)}:{_BY_NAME['FAL_KEY_SECRET'].parse(secret)}"
-    return None
-
-
-def _store_url(values: Mapping[str, str], parsed: Mapping[str, Any]) -> str | None:
-    """FALWRAP_STORE_URL, or its older name FALWRAP_REDIS_URL; both set and different is an error."""
-    store, redis = parsed.get("FALWRAP_STORE_URL"), parsed.get("FALWRAP_REDIS_URL")
-    if store is not None and redis is not None and store != redis:
-        msg = (
-            f"FALWRAP_STORE_URL={rules.redact_url(values['FALWRAP_STORE_URL'])!r} and "
-            f"FALWRAP_REDIS_URL={rules.redact_url(values['FALWRAP_REDIS_URL'])!r} name different stores: "
-            "expected FALWRAP_STORE_URL alone (FALWRAP_REDIS_URL is its older name)."
-        )
-        raise ConfigurationError(msg, variable="FALWRAP_STORE_URL")
-    url: str | None = store if store is not None else redis
-    return url
-
-
-def _retry_delays(values: Mapping[str, str], retry: dict[str, Any]) -> None:
-    """FAL_RETRY_DELAY alone raises the ceiling with it; a ceiling below the first delay names both variables."""
-    if "max_delay" not in retry:
-        if "base_delay" in retry:
-            retry["max_delay"] = max(retry["base_delay"], RetryConfig().max_delay)
-        return
-    base = retry.get("base_delay", RetryConfig().base_delay)
-    if retry["max_delay"] >= base:
-        return
-    if "FAL_RETRY_DELAY" in values:
-        delay = f"FAL_RETRY_DELAY={values['FAL_RETRY_DELAY']} ms"
-        fix = "lower FAL_RETRY_DELAY or raise FAL_RETRY_MAX_DELAY"
-    else:
-        default = _BY_NAME["FAL_RETRY_DELAY"].default
-        delay = f"FAL_RETRY_DELAY={default} ms (its default)"
-        fix = "set FAL_RETRY_DELAY lower too"
-    msg = (
-        f"FAL_RETRY_MAX_DELAY={values['FAL_RETRY_MAX_DELAY']} ms is smaller than {delay}: expected the "
-        f"ceiling of one backoff delay to be at least the first delay; {fix}."
-    )
-    raise ConfigurationError(msg, variable="FAL_RETRY_MAX_DELAY")
-
-
-def config_from_values(values: Mapping[str, str]) -> FalConfig:
-    """Build a :class:`~falwrap.FalConfig` from variables (as ``read_environment`` returns them).
-
-    Variables the integrations alone read (``FALWRAP_ENV_FILE``,
-    ``FALWRAP_WORKERS``) and names falwrap does not know are ignored here.
-
-    Args:
-        values: Name -> text.
-
-    Returns:
-        The validated config.
-
-    Raises:
-        ConfigurationError: a variable is invalid, or two disagree; the message
-            names them and their values as written.
-    """
-    parsed = {
-        var.name: var.parse(values[var.name])
-        for var in ENV_VARS
-        if var.scope == "library" and var.name in values and var.name not in _KEY_NAMES
-    }
-    groups: dict[str, dict[str, Any]] = {"": {}, "timeouts": {}, "retry": {}, "rate_limit": {}}
-    for name, value in parsed.items():
-        field = _BY_NAME[name].field
-        if field is not None and field != "store_url":
-            group, _, attribute = field.rpartition(".")
-            groups[group][attribute] = value
-    store = _store_url(values, parsed)
-    if store is not None:
-        groups[""]["store_url"] = store
-    _retry_delays(values, groups["retry"])
-    try:
-        return FalConfig(
-            api_key=_api_key(values),
-            timeouts=Timeouts(**groups["timeouts"]),
-            retry=RetryConfig(**groups["retry"]),
-            rate_limit=RateLimitConfig(**groups["rate_limit"]),
-            **groups[""],
-        )
-    except ConfigurationError as exc:
-        # Every variable was checked against the same bounds above; this names the rest.
-        msg = f"{exc.message} (from the environment or .env)"
-        raise ConfigurationError(msg, variable=exc.variable) from None
 
 
 def settings_of(config: FalConfig) -> dict[str, str]:
