@@ -48,8 +48,8 @@ from falwrap.errors import (
     NotFoundError,
     RateLimitError,
     ServerError,
-    parse_retry_after,
 )
+from falwrap.responses import parse_retry_after
 from falwrap.retry import RetryPolicy
 
 if TYPE_CHECKING:

@@ -26,20 +26,18 @@ import httpx
 
 from falwrap import retry as _retry
 from falwrap.errors import (
-    RETRYABLE_ERROR_TYPES,
     AmbiguousSubmissionError,
     FalApiError,
     FalConnectionError,
     FalTimeoutError,
     ModelError,
     ServerError,
-    error_from_response,
-    parse_billable_units,
 )
 from falwrap.following import DeadlinePassed, Follower, JobStatusParseError
 from falwrap.interrupts import deferred_interrupt
 from falwrap.journal import Accepted, RequestTaken
 from falwrap.platform import PlatformApi, PlatformUnavailable, RequestRecord, canonical_json
+from falwrap.responses import RETRYABLE_ERROR_TYPES, error_from_response, parse_billable_units
 from falwrap.results import JobStatus, Progress
 from falwrap.retry import RetryHook, RetryPolicy
 from falwrap.transport import DeadlineExceeded, ExchangeError, budget

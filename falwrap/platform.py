@@ -22,7 +22,8 @@ import attrs
 import httpx
 
 from falwrap import retry as _retry
-from falwrap.errors import FalApiError, FalConnectionError, ServerError, error_from_response
+from falwrap.errors import FalApiError, FalConnectionError, ServerError
+from falwrap.responses import error_from_response
 from falwrap.retry import RetryHook, RetryPolicy
 from falwrap.transport import DeadlineExceeded, ExchangeError, budget
 

@@ -28,9 +28,8 @@ from falwrap.errors import (
     RateLimitTimeout,
     ServerError,
     error_code,
-    error_from_response,
-    parse_retry_after,
 )
+from falwrap.responses import error_from_response, parse_retry_after
 
 
 def test_tree_and_builtin_bases() -> None:
