@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -172,7 +171,7 @@ class Calls:
             ticket.fail(exc)
             raise
         ticket.detach()
-        return _handle(ticket.entry, plan.endpoint, plan.operation)
+        return _handle(ticket.entry)
 
     def status(self, handle: JobHandle) -> JobStatus:
         """Where the job stands: from the journal when it is finished there, else one question to fal."""
@@ -304,17 +303,12 @@ def _accepted(handle: JobHandle) -> Accepted:
     return Accepted(handle.request_id, handle.status_url, handle.response_url, handle.cancel_url)
 
 
-def _handle(entry: JobEntry, model_id: str, operation: str) -> JobHandle:
-    accepted = entry.accepted
-    if accepted is None:  # pragma: no cover - submit() returns only after acceptance
+def _handle(entry: JobEntry) -> JobHandle:
+    handle = JobHandle.from_entry(entry)
+    if handle is None:  # pragma: no cover - submit() returns only after acceptance
         msg = f"job {entry.job_id} has no request id"
         raise RuntimeError(msg)
-    return JobHandle(
-        request_id=accepted.request_id, model_id=model_id, status_url=accepted.status_url,
-        response_url=accepted.response_url, cancel_url=accepted.cancel_url,
-        submitted_at=entry.accepted_at or datetime.now(timezone.utc), operation=operation,
-        estimate_usd=entry.estimate, job_id=entry.job_id,
-    )  # fmt: skip
+    return handle
 
 
 def image_result(output: Output, plan: Plan, cost: Decimal, ms: int, client: FalClient) -> ImageResult:

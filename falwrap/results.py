@@ -19,6 +19,7 @@ from falwrap.money import parse_usd
 
 if TYPE_CHECKING:
     from falwrap.client import FalClient
+    from falwrap.journal import JobEntry
 
 __all__ = ["Image", "ImageResult", "JobHandle", "JobStatus", "Progress", "Video", "VideoResult"]
 
@@ -250,6 +251,34 @@ class JobHandle:
             estimate_usd=estimate_usd,
             reservation_id=reservation_id,
             job_id=job_id,
+        )
+
+    @classmethod
+    def from_entry(cls, entry: JobEntry) -> JobHandle | None:
+        """The handle of a journaled job, as :meth:`FalClient.submit` returned it.
+
+        Any process sharing the store rebuilds it from the journal: the handle
+        never has to travel, and its URLs are the ones fal answered with.
+
+        Args:
+            entry: The job, from the journal.
+
+        Returns:
+            The handle, or ``None`` while fal has not accepted the job (no request id).
+        """
+        accepted = entry.accepted
+        if accepted is None:
+            return None
+        return cls(
+            request_id=accepted.request_id,
+            model_id=entry.endpoint,
+            status_url=accepted.status_url,
+            response_url=accepted.response_url,
+            cancel_url=accepted.cancel_url,
+            submitted_at=entry.accepted_at or entry.created_at,
+            operation=entry.operation,
+            estimate_usd=entry.estimate,
+            job_id=entry.job_id,
         )
 
 

@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from falwrap import BudgetExceededError, ConfigurationError, FalClient
 from falwrap.catalog import MODEL_CATALOG, estimate_cost
 from falwrap.contrib.flask import FalWrap, get_client, get_job_store
-from falwrap.contrib.web import MemoryJobStore
+from falwrap.contrib.web import JournalJobStore
 from falwrap.testing import FakeFal, JobFailure
 
 add_example_paths()
@@ -72,7 +72,9 @@ def test_init_app_stores_a_client_built_from_app_config(app: Flask, fal: FakeFal
     assert isinstance(client, FalClient)
     assert client.config.base_url == fal.url
     assert client.config.rate_limit.requests_per_minute == 60_000
-    assert isinstance(app.extensions["falwrap_jobs"], MemoryJobStore)
+    jobs = app.extensions["falwrap_jobs"]
+    assert isinstance(jobs, JournalJobStore)
+    assert jobs.journal is client.ledger.journal
     with app.app_context():
         assert get_client() is client
         assert get_job_store() is app.extensions["falwrap_jobs"]

@@ -18,11 +18,12 @@ from falwrap.backends.redis_journal import RedisJournal
 from falwrap.backends.redis_limiter import RedisConcurrencyLimit, RedisLeakyBucket
 from falwrap.backends.redis_store import RedisStore
 from falwrap.config import FalConfig
-from falwrap.contrib.web import RedisJobStore, job_store_for
+from falwrap.contrib.web import JournalJobStore, job_store_for
 from falwrap.errors import ConfigurationError, RateLimitTimeout
 from falwrap.ledger import JournalLedger
 from falwrap.limiter import Limiter
 from falwrap.results import JobHandle
+from tests.contract.test_journal import T0, accepted, intent
 from tests.helpers.records import rec
 
 pytestmark = pytest.mark.redis
@@ -63,10 +64,14 @@ def test_one_url_opens_one_pool_for_journal_limits_and_job_store(redis_url: str,
         with limiter.acquire(timeout=5):
             pass
         jobs = job_store_for(FalConfig(api_key="k"), store=store)
-        assert isinstance(jobs, RedisJobStore)
-        jobs.save(_handle("r1"))
-        assert jobs.load("r1") is not None
-        assert jobs.redis is store.client
+        assert isinstance(jobs, JournalJobStore)
+        assert jobs.journal is store.journal
+        job = intent()
+        store.journal.open_job(job, budget=None, now=T0)
+        store.journal.accept(job.job_id, accepted("r1"), now=T0)
+        loaded = jobs.load("r1")
+        assert loaded is not None
+        assert loaded.job_id == job.job_id
         assert store.journal.client is store.client
         assert _pools() == before + 1
     finally:
@@ -74,7 +79,7 @@ def test_one_url_opens_one_pool_for_journal_limits_and_job_store(redis_url: str,
 
 
 def test_keys_of_every_part_live_under_the_namespace(redis_url: str, redis_namespace: str, redis_client: Any) -> None:
-    """The limits are keyed falwrap:<ns>:rate and :inflight, the job store :jobs, the journal the rest."""
+    """The limits are keyed falwrap:<ns>:rate and :inflight, the journal the rest; the job store adds no keys."""
     store = open_store(redis_url, namespace=redis_namespace)
     try:
         rate = store.rate_limiter(600, 2)
@@ -94,7 +99,8 @@ def test_keys_of_every_part_live_under_the_namespace(redis_url: str, redis_names
         store.journal.add_record(rec())
         keys = {k.decode() for k in redis_client.scan_iter(match=f"*{redis_namespace}*")}
         assert f"falwrap:{redis_namespace}:rate" in keys
-        assert f"falwrap:{redis_namespace}:jobs:r1" in keys
+        # The job store is a view of the journal: it writes no keys of its own.
+        assert not any(":jobs:" in k for k in keys)
         assert all(k.startswith(f"falwrap:{redis_namespace}:") for k in keys)
     finally:
         store.close()

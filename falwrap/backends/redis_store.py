@@ -5,7 +5,7 @@ API key, so accounts sharing a server never mix)::
 
     falwrap:<ns>:rate        the GCRA rate limiter's state (RedisLeakyBucket)
     falwrap:<ns>:inflight    the concurrency cap's leases (RedisConcurrencyLimit)
-    falwrap:<ns>:jobs:...    the web job store's handles (falwrap.contrib.web.RedisJobStore)
+    falwrap:<ns>:jobs:...    handles kept by the deprecated falwrap.contrib.web.RedisJobStore
     falwrap:<ns>:...         the journal (see falwrap.backends.redis_journal)
 
 :func:`wipe` deletes them all.

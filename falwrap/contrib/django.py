@@ -133,18 +133,18 @@ def get_client() -> FalClient:
 
 
 def get_job_store() -> JobStore:
-    """The process-wide store of submitted jobs' handles (shared through a Redis ``FALWRAP_STORE_URL``).
+    """The submitted jobs: a view of the shared client's journal (every worker sharing the store sees them).
 
     Returns:
-        The :class:`~falwrap.contrib.web.JobStore`.
+        The :class:`~falwrap.contrib.web.JournalJobStore` over ``get_client()``'s journal.
 
     Raises:
         ConfigurationError: as for :func:`get_client`.
     """
     # The client first, outside the lock the store is built under: built from
     # inside it, the client's own _build would wait on that lock for ever.
-    config = get_client().config
-    store: JobStore = _build("jobs", lambda: job_store_for(config))
+    client = get_client()
+    store: JobStore = _build("jobs", lambda: job_store_for(client))
     return store
 
 

@@ -130,7 +130,7 @@ class FalWrap:
         config = _common.config_from_settings(_settings(app), env_file=env_file)
         client = FalClient(config)
         app.extensions[EXTENSION_KEY] = client
-        app.extensions[JOBS_KEY] = job_store_for(config)
+        app.extensions[JOBS_KEY] = job_store_for(client)
         app.register_error_handler(FalwrapError, json_error)
         app.cli.add_command(falwrap_cli)
 
@@ -164,7 +164,7 @@ def get_client() -> FalClient:
 
 
 def get_job_store() -> JobStore:
-    """The current app's store of submitted jobs (shared through ``FALWRAP_STORE_URL`` when it is Redis).
+    """The current app's submitted jobs: a view of its client's journal (every worker sharing the store sees them).
 
     Returns:
         ``current_app.extensions["falwrap_jobs"]``.
