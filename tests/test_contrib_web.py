@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+import sys
 import threading
 import uuid
+import warnings
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +24,8 @@ from falwrap import (
     BackendUnavailableError,
     BudgetExceededError,
     ConfigurationError,
+    FalClient,
+    FalConfig,
     FalTimeoutError,
     InvalidInputError,
     InvalidRequestError,
@@ -30,8 +37,16 @@ from falwrap import (
     RateLimitTimeout,
     ServerError,
 )
+from falwrap.backends import open_store
 from falwrap.contrib._common import config_from_settings, likely_workers, merged_values, stats_report
-from falwrap.contrib.web import MemoryJobStore, RedisJobStore, error_response, jsonable, valid_request_id
+from falwrap.contrib.web import (
+    MemoryJobStore,
+    RedisJobStore,
+    error_response,
+    job_store_for,
+    jsonable,
+    valid_request_id,
+)
 from falwrap.results import JobHandle
 
 BUDGET = BudgetExceededError(
@@ -115,9 +130,18 @@ def _handle(rid: str) -> JobHandle:
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def _deprecated_stores() -> Iterator[None]:
+    """Build the deprecated stores without their once-per-process warning (tested on its own below)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
 def test_memory_store_round_trips_and_forgets_the_oldest_beyond_its_size() -> None:
     """MemoryJobStore keeps handles and final reports, and drops the oldest job past max_jobs."""
-    store = MemoryJobStore(max_jobs=2)
+    with _deprecated_stores():
+        store = MemoryJobStore(max_jobs=2)
     handles = {rid: _handle(rid) for rid in ("a", "b", "c")}
     for handle in handles.values():
         store.save(handle)
@@ -132,7 +156,8 @@ def test_memory_store_round_trips_and_forgets_the_oldest_beyond_its_size() -> No
 
 def test_memory_store_is_safe_under_concurrent_writers() -> None:
     """Eight threads saving 500 handles each leave exactly max_jobs entries and no error."""
-    store = MemoryJobStore(max_jobs=1000)
+    with _deprecated_stores():
+        store = MemoryJobStore(max_jobs=1000)
 
     def save(t: int) -> None:
         for i in range(500):
@@ -149,8 +174,9 @@ def test_memory_store_is_safe_under_concurrent_writers() -> None:
 @pytest.mark.redis
 def test_redis_store_shares_handles_between_instances_with_a_ttl(redis_client: Any, redis_namespace: str) -> None:
     """A handle saved through one RedisJobStore is read by another (another worker), with its TTL set."""
-    writer = RedisJobStore(redis_client, f"{redis_namespace}:jobs", ttl=60)
-    reader = RedisJobStore(redis_client, f"{redis_namespace}:jobs")
+    with _deprecated_stores():
+        writer = RedisJobStore(redis_client, f"{redis_namespace}:jobs", ttl=60)
+        reader = RedisJobStore(redis_client, f"{redis_namespace}:jobs")
     rid = uuid.uuid4().hex
     writer.save(_handle(rid))
     loaded = reader.load(rid)
@@ -161,6 +187,39 @@ def test_redis_store_shares_handles_between_instances_with_a_ttl(redis_client: A
     writer.finish(rid, {"status": "COMPLETED", "cost": Decimal("0.003")})
     assert reader.finished(rid) == {"status": "COMPLETED", "cost": "0.003"}
     assert reader.load("missing") is None
+
+
+def test_the_hand_built_stores_warn_once_per_process_and_the_journal_store_never() -> None:
+    """MemoryJobStore and RedisJobStore each raise one DeprecationWarning per process; job_store_for(client) none."""
+    code = (
+        "import warnings\n"
+        "from falwrap import FalClient, FalConfig\n"
+        "from falwrap.contrib.web import MemoryJobStore, RedisJobStore, job_store_for\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    with FalClient(FalConfig(api_key='k')) as client:\n"
+        "        job_store_for(client)\n"
+        "    MemoryJobStore(); MemoryJobStore()\n"
+        "    RedisJobStore(None, 'p'); RedisJobStore(None, 'p')\n"
+        "    legacy = job_store_for(FalConfig(api_key='k'))\n"
+        "assert type(legacy) is MemoryJobStore, legacy\n"
+        "print(sorted(str(w.message).split()[0] for w in caught if w.category is DeprecationWarning))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['MemoryJobStore', 'RedisJobStore']"
+
+
+def test_job_store_for_names_what_it_was_given_wrong() -> None:
+    """Something that is neither a client nor a config, or store= beside a client, is an InvalidInputError."""
+    with pytest.raises(InvalidInputError, match=r"expected a FalClient .* got str") as info:
+        job_store_for("redis://127.0.0.1:6379/0")  # type: ignore[arg-type]
+    assert info.value.field == "source"
+    with FalClient(FalConfig(api_key="k")) as client:
+        other = open_store("memory:", namespace="elsewhere")
+        with pytest.raises(InvalidInputError, match="store= goes with a FalConfig") as info:
+            job_store_for(client, store=other)
+        assert info.value.field == "store"
 
 
 def test_settings_override_environment_and_env_file(tmp_path: Path) -> None:
