@@ -30,6 +30,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from falwrap.contrib.webhook_views import webhook_answer
+from falwrap.webhooks import MAX_BODY_BYTES
 
 if TYPE_CHECKING:
     from falwrap.client import FalClient
@@ -46,7 +47,11 @@ def make_webhook_view(get_client: Callable[[], FalClient]) -> Callable[[HttpRequ
 
     def webhook_view(request: HttpRequest) -> HttpResponse:
         """Verify one of fal's webhook deliveries and settle its job in the journal (CSRF-exempt, POST only)."""
-        status, body, outcome = webhook_answer(get_client(), request.headers, request.body)
+        # Read the stream, not request.body: Django refuses bodies over DATA_UPLOAD_MAX_MEMORY_SIZE
+        # (2.5 MB by default) with an HTML 400, and fal's deliveries may be larger (data: URI outputs).
+        # verify() bounds the size itself, answering body_too_large past MAX_BODY_BYTES.
+        raw = request.read(MAX_BODY_BYTES + 1)
+        status, body, outcome = webhook_answer(get_client(), request.headers, raw)
         if outcome is not None and outcome.new:
             job_finished.send(sender=view, outcome=outcome)
         return JsonResponse(body, status=status)

@@ -5,8 +5,11 @@ Run it::
     cd examples/django_app
     FAL_KEY=... python manage.py check        # falwrap.E001 if the key is missing
     FAL_KEY=... python manage.py runserver
-    # several workers share limits and budget through Redis:
-    FAL_KEY=... FALWRAP_REDIS_URL=redis://127.0.0.1:6379/0 gunicorn demo_django.wsgi -w 4 --threads 8
+    # several workers share limits, budget and jobs through one store (Redis or PostgreSQL),
+    # and fal calls back when a job ends:
+    FAL_KEY=... FALWRAP_STORE_URL=postgresql://app@db/app \
+        FALWRAP_WEBHOOK_URL=https://your.host/fal/webhook/ \
+        gunicorn demo_django.wsgi -w 4 --threads 8
 """
 
 import os
@@ -24,5 +27,9 @@ USE_TZ = True
 
 # falwrap's settings use the environment variables' names. Anything left out
 # here comes from the environment, then from .env: this demo takes it all from
-# there (FAL_KEY, FAL_REQUESTS_PER_MINUTE, FAL_DAILY_BUDGET_USD, FALWRAP_REDIS_URL, ...).
+# there (FAL_KEY, FAL_REQUESTS_PER_MINUTE, FAL_DAILY_BUDGET_USD, FALWRAP_STORE_URL,
+# FALWRAP_WEBHOOK_URL, FALWRAP_WEBHOOK_JWKS_URL, ...).
 FALWRAP: dict[str, object] = {}
+
+# Where the demo appends one JSON line per finished job (views.job_finished_received); unset: log only.
+DEMO_FINISHED_JOBS_FILE = os.environ.get("DEMO_FINISHED_JOBS_FILE")
