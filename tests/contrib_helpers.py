@@ -184,13 +184,17 @@ def _serve(command: list[str], env: Mapping[str, str], ready: str, expected: int
 
 
 @contextlib.contextmanager
-def gunicorn(app: str, chdir: Path, env: Mapping[str, str], *, workers: int, threads: int) -> Iterator[Server]:
-    """Run gunicorn on a free 127.0.0.1 port until every worker has loaded the app; stop it after.
+def gunicorn(
+    app: str, chdir: Path, env: Mapping[str, str], *, workers: int, threads: int, port: int | None = None
+) -> Iterator[Server]:
+    """Run gunicorn on ``port`` (default: a free one) of 127.0.0.1 until every worker has loaded the app; stop it after.
 
     Waiting for the workers matters: requests fired while workers are still
     importing Django would measure start-up contention, not the rate limiter.
+    A test that must name the server's URL in its environment (a webhook URL)
+    picks the port first with :func:`free_port`.
     """
-    port = free_port()
+    port = free_port() if port is None else port
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "gunicorn_conf.py"
         conf.write_text(_GUNICORN_CONF)
