@@ -112,7 +112,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             # Only known models: their arguments are validated and their cost estimated.
             return _bad_request(f"Unknown model {model!r}.")
         handle = client.submit(model, {**extra, "prompt": prompt})
-        get_job_store().save(handle)
         status_path = url_for("job", request_id=handle.request_id)
         return accepted_body(handle, status_path), 202, {"Location": status_path}
 

@@ -116,7 +116,6 @@ def submit_job(request: HttpRequest) -> JsonResponse:
         # Only known models: their arguments are validated and their cost estimated.
         return _bad_request(f"Unknown model {model!r}.")
     handle = client.submit(model, {**extra, "prompt": prompt})
-    get_job_store().save(handle)
     status_path = reverse("job", kwargs={"request_id": handle.request_id})
     response = JsonResponse(accepted_body(handle, status_path), status=202)
     response["Location"] = status_path
