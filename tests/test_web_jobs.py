@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from falwrap import FalClient, FalConfig, RateLimitConfig
+from falwrap import FalClient, FalConfig, InvalidInputError, RateLimitConfig
 from falwrap.contrib.web import JournalJobStore, job_report, job_store_for
 from falwrap.journal import JobState
 from falwrap.testing import FakeFal, JobFailure
@@ -135,6 +135,17 @@ def test_an_unknown_or_malformed_id_is_404_without_asking_fal(
         assert status == 404
         assert body["error"]["code"] == "UNKNOWN_JOB"
     assert _asked(fal) == 0
+
+
+def test_ask_fal_must_be_a_bool(fal: FakeFal, workers: tuple[FalClient, FalClient]) -> None:
+    """ask_fal="false" (a query string passed through) is an InvalidInputError naming it; nothing is sent."""
+    one, _ = workers
+    handle = one.submit(SCHNELL, {"prompt": "a lighthouse"})
+    asked = _asked(fal)
+    with pytest.raises(InvalidInputError, match="ask_fal: expected True or False, got 'false'") as info:
+        job_report(one, job_store_for(one), handle.request_id, ask_fal="false")  # type: ignore[arg-type]
+    assert info.value.field == "ask_fal"
+    assert _asked(fal) == asked
 
 
 def _pools() -> int:

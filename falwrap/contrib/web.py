@@ -32,7 +32,7 @@ from falwrap.contrib.job_stores import (
     job_store_for,
 )
 from falwrap.contrib.responses import ErrorResponse, error_response, jsonable
-from falwrap.errors import FalTimeoutError, ModelError
+from falwrap.errors import FalTimeoutError, InvalidInputError, ModelError
 from falwrap.results import JobHandle
 
 if TYPE_CHECKING:
@@ -121,9 +121,14 @@ def job_report(
         output), or ``FAILED`` and ``error``.
 
     Raises:
+        InvalidInputError: ``ask_fal`` is not a bool.
         FalwrapError: fal or the shared store could not be asked (map it with
             :func:`error_response`).
     """
+    given: object = ask_fal  # "false" from a query string would be truthy
+    if not isinstance(given, bool):
+        msg = f"ask_fal: expected True or False, got {ask_fal!r}."
+        raise InvalidInputError(msg, field="ask_fal")
     handle = store.load(request_id) if valid_request_id(request_id) else None
     if handle is None:
         error = {"type": "NotFound", "code": "UNKNOWN_JOB", "message": f"No job {request_id!r} is known here."}
