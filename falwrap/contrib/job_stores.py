@@ -27,7 +27,7 @@ import attrs
 
 from falwrap.client import FalClient
 from falwrap.config import FalConfig
-from falwrap.contrib.responses import error_response, jsonable
+from falwrap.contrib.json_answers import error_response, jsonable
 from falwrap.errors import InvalidInputError, ModelError
 from falwrap.journal import JobEntry, Journal
 from falwrap.replay import stored_output

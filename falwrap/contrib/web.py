@@ -14,7 +14,7 @@ holds the URLs the server will call *with the fal key*, so one supplied by a
 client must never be trusted. Every worker sharing the ``FALWRAP_STORE_URL``
 answers every poll, from the journal once the job is finished.
 
-:func:`error_response` (from :mod:`falwrap.contrib.responses`) turns every
+:func:`error_response` (from :mod:`falwrap.contrib.json_answers`) turns every
 :class:`~falwrap.FalwrapError` into an HTTP status, headers and a JSON body.
 """
 
@@ -31,7 +31,7 @@ from falwrap.contrib.job_stores import (
     RedisJobStore,
     job_store_for,
 )
-from falwrap.contrib.responses import ErrorResponse, error_response, jsonable
+from falwrap.contrib.json_answers import ErrorResponse, error_response, jsonable
 from falwrap.errors import FalTimeoutError, InvalidInputError, ModelError
 from falwrap.results import JobHandle
 
