@@ -58,6 +58,11 @@ CANCELLED_UNBILLED_AFTER = timedelta(minutes=15)
 #: Provisional costs older than this are no longer revisited: fal keeps nothing to ask about.
 PROVISIONAL_HORIZON = timedelta(days=2)
 
+#: How long after acceptance a job submitted with a webhook is the webhook's to settle: fal
+#: delivers the outcome when the job ends and retries a failed delivery for 2 hours; the hour
+#: beyond covers the job's own run (the longest default deadline is 10 minutes).
+WEBHOOK_DELIVERY_WINDOW = timedelta(hours=3)
+
 
 @attrs.frozen
 class ReconciledJob:
@@ -366,12 +371,21 @@ def reconcile_in_background(reconciler: Reconciler, *, timeout: float = 60.0) ->
     """Start one bounded reconciliation on a daemon thread if the journal holds jobs nobody owns.
 
     For a client that starts on a store where another process died with jobs in
-    flight. Returns the thread, or ``None`` when there was nothing to do (or the
-    journal could not be read: the next explicit reconcile will try again).
+    flight. A job fal accepted with a webhook URL is left alone within
+    :data:`WEBHOOK_DELIVERY_WINDOW`: fal will deliver its outcome, and the delivery,
+    not a worker starting meanwhile, settles it (and sends the app's "job finished"
+    signal). An explicit :meth:`Reconciler.run` still settles it. Returns the thread,
+    or ``None`` when there was nothing to do (or the journal could not be read: the
+    next explicit reconcile will try again).
     """
     try:
-        release_dead_owners(reconciler.journal, reconciler.now())
-        orphans = reconciler.journal.unsettled(now=reconciler.now(), provisional=False)
+        now = reconciler.now()
+        release_dead_owners(reconciler.journal, now)
+        orphans = [
+            entry
+            for entry in reconciler.journal.unsettled(now=now, provisional=False)
+            if not _awaiting_delivery(entry, now)
+        ]
     except BackendUnavailableError:
         return None
     if not orphans:
@@ -391,3 +405,14 @@ def reconcile_in_background(reconciler: Reconciler, *, timeout: float = 60.0) ->
     thread = threading.Thread(target=run, name="falwrap-reconcile", daemon=True)
     thread.start()
     return thread
+
+
+def _awaiting_delivery(entry: JobEntry, now: datetime) -> bool:
+    """Whether fal may still deliver the outcome of ``entry`` to its webhook."""
+    accepted_at = entry.accepted_at
+    return (
+        entry.webhook_url is not None
+        and entry.state is JobState.RUNNING
+        and accepted_at is not None
+        and now - accepted_at < WEBHOOK_DELIVERY_WINDOW
+    )

@@ -7,6 +7,7 @@ the queue over real HTTP, and its route counters show which polls asked fal.
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -135,6 +136,40 @@ def test_an_unknown_or_malformed_id_is_404_without_asking_fal(
         assert status == 404
         assert body["error"]["code"] == "UNKNOWN_JOB"
     assert _asked(fal) == 0
+
+
+def _wait_until(condition: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_starting_worker_leaves_jobs_with_a_webhook_to_their_delivery(fal: FakeFal, tmp_path: Path) -> None:
+    """A client starting on the store reconciles a finished poll-style job, not one whose delivery is on its way."""
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    with running_receiver() as receiver, FalClient(_config(fal, url)) as one:
+        hooked = one.submit(SCHNELL, {"prompt": "called back"}, webhook_url=receiver.url)
+        later = one.submit(SCHNELL, {"prompt": "called back too"}, webhook_url=receiver.url)
+        polled = one.submit(SCHNELL, {"prompt": "polled"})
+        deliveries = receiver.wait_for(2, timeout=30)
+        _wait_until(lambda: fal.jobs[polled.request_id].state == "COMPLETED", "the polled job to end")
+        with FalClient(_config(fal, url)) as two:
+            journal = two.ledger.journal
+            _wait_until(lambda: journal.find(polled.request_id).done, "the start-up reconciliation")  # type: ignore[union-attr]
+            for thread in threading.enumerate():
+                if thread.name == "falwrap-reconcile":
+                    thread.join(timeout=30)
+            assert journal.find(hooked.request_id).state is JobState.RUNNING  # type: ignore[union-attr]
+            assert journal.find(later.request_id).state is JobState.RUNNING  # type: ignore[union-attr]
+            delivery = next(d for d in deliveries if d.header("X-Fal-Webhook-Request-Id") == hooked.request_id)
+            assert two.handle_webhook(delivery.headers, delivery.body).new
+            # Asked explicitly, reconciliation settles a webhook job too (its delivery may be lost).
+            report = two.reconcile(timeout=30)
+            settled = [job.request_id for job in report.jobs if job.before is JobState.RUNNING]
+            assert settled == [later.request_id]
+            assert journal.find(later.request_id).state is JobState.SUCCEEDED  # type: ignore[union-attr]
+            assert two.stats()["total_calls"] == 3
 
 
 def test_ask_fal_must_be_a_bool(fal: FakeFal, workers: tuple[FalClient, FalClient]) -> None:

@@ -98,8 +98,10 @@ def test_four_workers_settle_each_delivered_job_exactly_once(
                 assert len(ids) == JOBS
                 assert fal.webhooks.wait_idle(240), fal.webhooks
                 lines = _wait_for_lines(signal_file, JOBS, timeout=30)
-                # A finished job is answered from the journal by any worker, with no HTTP to fal.
+                # Nothing but the webhooks told the workers how the jobs ended: no worker asked fal.
                 asked = fal.counters
+                assert (asked["status"], asked["stream"], asked["result"]) == (0, 0, 0), asked
+                # A finished job is answered from the journal by any worker, with no HTTP to fal.
                 polls = [http_json("GET", f"{server.url}/jobs/{request_id}") for request_id in sorted(ids)[:8]]
                 assert fal.counters == asked
                 webhook_workers = server.served_by(200, hook)
