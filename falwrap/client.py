@@ -387,7 +387,9 @@ class FalClient:
             body: The raw request body.
 
         Returns:
-            What happened: ``new`` (this delivery settled the job), ``duplicate`` or ``unknown``.
+            What happened: ``new`` (this delivery settled the job), ``duplicate``, ``pending``
+            (its job's submission is still being journaled: answer 503 so fal delivers again)
+            or ``unknown``.
 
         Raises:
             WebhookVerificationError: the delivery is not provably from fal (answer 400/401).

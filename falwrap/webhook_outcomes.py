@@ -7,12 +7,20 @@ journal the way a fetched result would: the payload stored, the cost recorded
 carries, are read by reconciliation, which corrects it), the job's one call
 record written. Whoever settles the job first gets ``new``; everyone else gets
 ``duplicate``; a delivery for a job this store never journaled is ``unknown``.
+
+A fast job's delivery can beat fal's answer to the submission it came from: the
+job is journaled, but its request id is not written yet. While some job with a
+webhook is still being submitted (opened within :data:`SUBMITTING_WINDOW`,
+no request id yet), an unknown request id is ``pending``: the endpoint answers
+503 and fal delivers again (up to 10 times over 2 hours), by when the id is
+known. A truly foreign request id is still ``unknown`` once no submission is in
+flight, so fal stops retrying it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,7 +33,11 @@ from falwrap.records import CallRecord
 if TYPE_CHECKING:
     from falwrap.webhooks import WebhookEvent
 
-__all__ = ["JobOutcome", "apply_delivery"]
+__all__ = ["SUBMITTING_WINDOW", "JobOutcome", "apply_delivery"]
+
+#: How long after its intent a job with a webhook may still be waiting for fal's answer to its
+#: submission (a submission's exchanges are bounded well within this, retries included).
+SUBMITTING_WINDOW = timedelta(minutes=5)
 
 
 @attrs.frozen
@@ -35,8 +47,9 @@ class JobOutcome:
     Args:
         request_id: fal's request id.
         status: ``"new"`` (this delivery settled the job), ``"duplicate"`` (it was settled
-            before: a redelivery, or another worker got there first) or ``"unknown"``
-            (no job of this store has that request id).
+            before: a redelivery, or another worker got there first), ``"pending"`` (no job
+            has that request id yet, but a job with a webhook is still being submitted: ask
+            fal to deliver again) or ``"unknown"`` (no job of this store has that request id).
         state: The job's state in the journal after the delivery (``None`` when unknown).
         job_id: The journal's id of the job (``None`` when unknown).
         result: The job's output when it succeeded.
@@ -46,7 +59,7 @@ class JobOutcome:
     """
 
     request_id: str
-    status: Literal["new", "duplicate", "unknown"]
+    status: Literal["new", "duplicate", "pending", "unknown"]
     state: JobState | None = None
     job_id: str | None = None
     result: Any = attrs.field(default=None, repr=False)
@@ -94,7 +107,8 @@ def apply_delivery(
     """Settle the job ``event`` reports, once; see the module docstring."""
     entry = journal.find(event.request_id)
     if entry is None:
-        return JobOutcome(event.request_id, "unknown", event=event)
+        status: Literal["pending", "unknown"] = "pending" if _submitting_with_webhook(journal, now) else "unknown"
+        return JobOutcome(event.request_id, status, event=event)
     if not entry.done:
         settlement = _settlement(event, entry, cost, model_info(entry.endpoint))
         record = CallRecord(
@@ -121,4 +135,12 @@ def apply_delivery(
         error_code=after.error_code,
         cost_usd=after.cost if after.charged else Decimal(0),
         event=event,
+    )
+
+
+def _submitting_with_webhook(journal: Journal, now: datetime) -> bool:
+    """Whether a job with a webhook was opened lately and has no request id yet."""
+    return any(
+        entry.webhook_url is not None and entry.state is JobState.SUBMITTING
+        for entry in journal.jobs(since=now - SUBMITTING_WINDOW)
     )

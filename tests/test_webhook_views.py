@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 from falwrap import FalClient
 from falwrap.contrib import flask as fw
 from falwrap.journal import JobState
-from falwrap.testing import FakeFal, WebhookFault
+from falwrap.testing import FakeFal, Fault, WebhookFault
 
 MODEL = "fal-ai/flux/schnell"
 
@@ -185,6 +185,30 @@ def test_a_delivery_for_an_unknown_job_is_acknowledged(fal: FakeFal, app: App) -
     answer = _post(app, body, fal.webhooks.sign(body, "elsewhere"))
     assert answer.status_code == 200
     assert answer.get_json()["status"] == "unknown"
+
+
+def test_a_delivery_that_overtakes_its_submission_is_retried_until_the_job_is_journaled(
+    fal: FakeFal, app: App
+) -> None:
+    """fal's answer to the submit stalls while the job runs and is delivered: 503 pending, then new.
+
+    The delivery names a request id nobody has journaled yet, but a job with a webhook is
+    being submitted, so the endpoint asks fal to deliver again instead of acknowledging a
+    job it would then never settle; the retry after the answer is journaled settles it once.
+    """
+    fal.set_latency(0.05, MODEL)
+    fal.inject("submit", Fault.after(Fault.stall(0.8, then="respond")))
+    handle = app.client.submit(MODEL, {"prompt": "a quick cat"}, webhook_url=app.url)
+    assert fal.webhooks.wait_idle(10.0)
+    attempts = [a for a in fal.webhooks.attempts if a.request_id == handle.request_id]
+    answers = [a.status_code for a in attempts]
+    assert 503 in answers, answers
+    assert answers[-1] == 200 and answers.count(200) == 1, answers
+    assert answers.index(503) < answers.index(200)
+    entry = app.client.ledger.journal.find(handle.request_id)
+    assert entry is not None and entry.state is JobState.SUCCEEDED
+    assert [o.request_id for o in app.signals] == [handle.request_id]
+    assert app.client.daily_cost() == fal.billed_total > 0
 
 
 def test_get_is_not_allowed(app: App) -> None:

@@ -6,7 +6,8 @@ Both integrations route fal's deliveries through :func:`webhook_answer`:
          this store does not know: fal must stop retrying it either way)
     400  the body is not a delivery (malformed, too large): nothing was recorded
     401  the delivery is not provably from fal (signature, timestamp, headers, keys)
-    503  fal's keys or the shared store could not be reached: fal retries later
+    503  fal's keys or the shared store could not be reached, or the delivery is
+         ``pending`` (it beat the journaling of its own submission): fal retries later
 
 Each answer is JSON; an error's body carries the verification ``reason``.
 """
@@ -50,4 +51,4 @@ def webhook_answer(client: FalClient, headers: Any, body: bytes) -> tuple[int, d
         "status": outcome.status,
         "state": None if outcome.state is None else str(outcome.state),
     }
-    return 200, answer, outcome
+    return (503 if outcome.status == "pending" else 200), answer, outcome
