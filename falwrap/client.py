@@ -129,8 +129,9 @@ class FalClient:
         self._calls = Calls(
             self.config, self._runner, self._accounts, self.limiter, self._reconciler, self._hooks, self._model_info
         )
-        if not self.config.store_url.startswith("memory"):
-            reconcile_in_background(self._reconciler)
+        self._startup = (
+            None if self.config.store_url.startswith("memory") else reconcile_in_background(self._reconciler)
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -405,10 +406,17 @@ class FalClient:
     def reconcile(self, *, timeout: float = 60.0) -> ReconcileReport:
         """Settle every journaled job whose outcome nobody collected, by asking fal; record true costs.
 
+        A reconciliation the client started in the background (on a store holding orphaned jobs)
+        is waited for first, and what it did is part of the report.
+
         Returns:
             What was settled, what still runs, what fal could not tell yet, and the cost change.
         """
-        return self._reconciler.run(timeout=timeout)
+        started = time.monotonic()
+        startup, self._startup = self._startup, None
+        earlier = startup.wait(timeout) if startup is not None else None
+        report = self._reconciler.run(timeout=max(0.0, timeout - (time.monotonic() - started)))
+        return report if earlier is None else earlier.then(report)
 
 
 def _connect(config: FalConfig, hooks: tuple[RetryHook, ...]) -> tuple[httpx.Client, JobRunner, PlatformApi]:

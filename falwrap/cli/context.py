@@ -79,23 +79,28 @@ class Context:
     def client(self) -> Iterator[FalClient]:
         """A client for this command: from the environment, or against an in-process FakeFal with ``--offline``.
 
+        Its store is the command's journal (:mod:`falwrap.cli.store`) unless ``--offline``.
+
         Raises:
             ConfigurationError: no key or an invalid setting; says how to try falwrap without a key.
         """
         import attrs
 
+        from falwrap.cli.store import cli_config, store_hint
         from falwrap.client import FalClient
-        from falwrap.config import FalConfig
         from falwrap.errors import ConfigurationError
 
-        config = FalConfig.from_env()
+        config = cli_config()
         self.console.add_secret(config.api_key)
         if not self.offline:
             try:
                 client = FalClient(config)
             except ConfigurationError as exc:
                 if exc.variable != "FAL_KEY":
-                    raise
+                    hinted = store_hint(exc)
+                    if hinted is exc:
+                        raise
+                    raise hinted from exc
                 msg = f"{exc.message} To try falwrap without a key, run `falwrap demo` or add --offline."
                 raise ConfigurationError(msg, variable=exc.variable) from exc
             with client:
