@@ -29,6 +29,13 @@ class Context:
         self.tty = _isatty(console.stderr)
         self._printer: ProgressPrinter | None = None
 
+    @property
+    def interactive(self) -> bool:
+        """Whether a person can answer a question: stdin and stderr are terminals."""
+        import sys
+
+        return self.tty and _isatty(sys.stdin)
+
     def note(self, text: str) -> None:
         """A message for a person watching: shown on a terminal, silent when stderr is redirected."""
         if self._printer is not None and self._printer.enabled:
