@@ -23,14 +23,17 @@ SIGKILL: the command's default SQLite journal does; ``memory:`` does not.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
 
@@ -191,7 +194,18 @@ class _Run:
         if not runnable:
             return True
         pending: list[Future[None]] = []
-        savers = ThreadPoolExecutor(max_workers=min(MAX_SAVERS, concurrency), thread_name_prefix="falwrap-save")
+        workers = min(MAX_SAVERS, concurrency)
+        savers = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="falwrap-save")
+        # Outcomes wait for a saver here, not in an unbounded queue: the map then starts no more jobs
+        # than can be saved, and Ctrl-C leaves few finished-but-unsaved lines behind.
+        backlog = threading.BoundedSemaphore(2 * workers)
+
+        def finish(line: PlannedLine, outcome: CallOutcome) -> None:
+            try:
+                self.finish(line, outcome)
+            finally:
+                backlog.release()
+
         interrupted = False
         try:
             outcomes = self._client.map(
@@ -199,7 +213,8 @@ class _Run:
                 concurrency=concurrency, on_progress=self._view.running,
             )  # fmt: skip
             for outcome in outcomes:
-                pending.append(savers.submit(self.finish, runnable[outcome.index], outcome))
+                backlog.acquire()
+                pending.append(savers.submit(finish, runnable[outcome.index], outcome))
             for future in pending:
                 future.result()
         except KeyboardInterrupt:
@@ -246,8 +261,6 @@ def batch_command(context: Context) -> int:
     finally:
         manifest.close()
     _report(context, view, outcome)
-    if outcome.interrupted:
-        return EXIT_INTERRUPTED
     return EXIT_API if outcome.failures else EXIT_OK
 
 
@@ -278,10 +291,29 @@ def _run_batch(context: Context, lines: Sequence[Any], manifest: Manifest, out: 
         started = time.monotonic()
         with view.progress(len(planned), tally):
             complete = _Run(context, client, manifest, out, view, tally).run(planned, concurrency)
-    return _Outcome(
-        manifest.path.resolve(), plan, tally.succeeded, tuple(tally.failures), tally.spent,
-        time.monotonic() - started, not complete,
-    )  # fmt: skip
+        outcome = _Outcome(
+            manifest.path.resolve(), plan, tally.succeeded, tuple(tally.failures), tally.spent,
+            time.monotonic() - started, not complete,
+        )  # fmt: skip
+        if not complete:
+            _abandon(context, view, outcome, manifest)
+    return outcome
+
+
+def _abandon(context: Context, view: BatchView, outcome: _Outcome, manifest: Manifest) -> NoReturn:
+    """After Ctrl-C: report, then end the process without closing the client.
+
+    Calls are still running on the map's threads; closing the client would close the journal
+    under them (a SQLite store closes every thread's connection), which can crash the
+    interpreter. Ending here is what SIGKILL does, and the journal is made to survive that:
+    every line written is on disk, every job sent is journaled, and the next run goes on.
+    """
+    _report(context, view, outcome)
+    manifest.close()
+    for stream in (context.console.stdout, context.console.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _confirm(context: Context, view: BatchView, plan: BatchPlan) -> None:

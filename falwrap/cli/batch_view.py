@@ -8,7 +8,6 @@ console's redaction.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -141,7 +140,8 @@ class BatchView:
         from rich.prompt import Confirm
 
         question = f"Run {plan.to_run} job(s) for about {format_usd(plan.cost)}?"
-        return bool(Confirm.ask(question, console=self.console, default=False, stream=sys.stdin))
+        # rich reads the answer with input(): its prompt goes to this console (stderr), nothing to stdout.
+        return bool(Confirm.ask(question, console=self.console, default=False))
 
     # -- during --------------------------------------------------------------------------------------
 
