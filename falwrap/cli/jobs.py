@@ -238,8 +238,7 @@ def _report_result(context: Context, request_id: str, endpoint: str, source: str
 
 def migrate_command(context: Context) -> int:
     """``falwrap migrate``: create or upgrade the SQL schema of the store now and print its version."""
-    from falwrap.backends import scheme_of
-    from falwrap.backends.sql import migrate
+    from falwrap.backends import migrate, scheme_of
     from falwrap.cli.store import cli_config, store_hint
     from falwrap.config.rules import redact_url, store_url_problem
     from falwrap.errors import ConfigurationError
