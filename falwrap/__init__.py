@@ -45,7 +45,7 @@ from falwrap.errors import (
 )
 from falwrap.ledger import CallRecord, CostLedger, Ledger, Reservation
 from falwrap.limiter import ConcurrencyLimit, ConcurrencyLimiter, LeakyBucket, Limiter, RateLimiter, Slot
-from falwrap.results import Image, ImageResult, JobHandle, JobStatus, Progress, Video, VideoResult
+from falwrap.results import Image, ImageResult, JobHandle, JobStatus, Progress, RunOutput, Video, VideoResult
 from falwrap.retry import RetryDetails, RetryPolicy, set_testing
 
 if TYPE_CHECKING:
@@ -108,6 +108,7 @@ __all__ = [
     "RetryConfig",
     "RetryDetails",
     "RetryPolicy",
+    "RunOutput",
     "ServerError",
     "Slot",
     "TaskRequirements",

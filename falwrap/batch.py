@@ -114,7 +114,7 @@ class CallOutcome:
 
     @property
     def cost_usd(self) -> Decimal:
-        """What the call's result says it cost (zero for ``run`` outputs and errors)."""
+        """What the call's result says it cost (zero for errors)."""
         cost = getattr(self.result, "cost_usd", None)
         return cost if isinstance(cost, Decimal) else Decimal(0)
 

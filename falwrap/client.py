@@ -42,7 +42,7 @@ from falwrap.observers import CallObserver, default_observers
 from falwrap.plan import Plan, Planner
 from falwrap.platform import PlatformApi
 from falwrap.reconcile import Reconciler, ReconcileReport, reconcile_in_background
-from falwrap.results import ImageResult, JobHandle, JobStatus, Progress, VideoResult
+from falwrap.results import ImageResult, JobHandle, JobStatus, Progress, RunOutput, VideoResult
 from falwrap.retry import RetryHook, RetryPolicy
 from falwrap.storage import Uploader
 from falwrap.transport import build_http_client
@@ -129,8 +129,9 @@ class FalClient:
         self._calls = Calls(
             self.config, self._runner, self._accounts, self.limiter, self._reconciler, self._hooks, self._model_info
         )
-        if not self.config.store_url.startswith("memory"):
-            reconcile_in_background(self._reconciler)
+        self._startup = (
+            None if self.config.store_url.startswith("memory") else reconcile_in_background(self._reconciler)
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -226,15 +227,18 @@ class FalClient:
 
     def run(self, model_id: str, arguments: Mapping[str, Any], *, operation: str = "generate",
             timeout: float | None = None, on_progress: ProgressCallback | None = None,
-            idempotency_key: str | None = None, webhook_url: str | None = None) -> dict[str, Any]:  # fmt: skip
+            idempotency_key: str | None = None, webhook_url: str | None = None) -> RunOutput:  # fmt: skip
         """Run any fal endpoint through the queue and return its JSON output.
 
         Catalog models' arguments are checked against their ranges; others pass through as given.
-        ``timeout`` defaults by the kind of model (image, upscale, video by clip length). Raises as :meth:`image`.
+        ``timeout`` defaults by the kind of model (image, upscale, video by clip length). The output
+        is a plain ``dict`` (a :class:`~falwrap.results.RunOutput`) whose ``request_id`` and
+        ``cost_usd`` attributes name the job and its cost. Raises as :meth:`image`.
         """
         plan = self._plan(model_id, operation, lambda: self._planner.run(
             model_id, arguments, operation=operation, timeout=timeout))  # fmt: skip
-        return self._call(plan, on_progress, idempotency_key, webhook_url)[0].data
+        output, cost, _ms = self._call(plan, on_progress, idempotency_key, webhook_url)
+        return RunOutput(output.data, request_id=output.request_id, cost_usd=cost)
 
     def upscale(self, image: str | Path, *, scale: float = 2, model: str | None = None,
                 on_progress: ProgressCallback | None = None, timeout: float | None = None,
@@ -407,10 +411,17 @@ class FalClient:
     def reconcile(self, *, timeout: float = 60.0) -> ReconcileReport:
         """Settle every journaled job whose outcome nobody collected, by asking fal; record true costs.
 
+        A reconciliation the client started in the background (on a store holding orphaned jobs)
+        is waited for first, and what it did is part of the report.
+
         Returns:
             What was settled, what still runs, what fal could not tell yet, and the cost change.
         """
-        return self._reconciler.run(timeout=timeout)
+        started = time.monotonic()
+        startup, self._startup = self._startup, None
+        earlier = startup.wait(timeout) if startup is not None else None
+        report = self._reconciler.run(timeout=max(0.0, timeout - (time.monotonic() - started)))
+        return report if earlier is None else earlier.then(report)
 
 
 def _connect(config: FalConfig, hooks: tuple[RetryHook, ...]) -> tuple[httpx.Client, JobRunner, PlatformApi]:

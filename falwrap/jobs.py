@@ -287,14 +287,16 @@ class JobRunner:
                 if interrupt.pending:
                     raise KeyboardInterrupt from None
                 raise
+            if accepted is not None:
+                # Journaled before a Ctrl-C can land: a job whose request id is lost cannot be cancelled
+                # (a journal on disk takes milliseconds to write it).
+                listener.accepted(accepted)
         if accepted is None:
             assert lost is not None
             listener.ambiguous()
             if interrupt.pending:
                 raise KeyboardInterrupt
             accepted = self._resolve(spec, listener, sent_at, lost, attempts)
-        else:
-            listener.accepted(accepted)
         logger.debug("[falwrap] submitted %s as request %s", spec.endpoint, accepted.request_id)
         if interrupt.pending:
             self.cancel_quietly(accepted, spec.endpoint)

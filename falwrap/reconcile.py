@@ -35,7 +35,7 @@ from falwrap.journal import OPEN_STATES, Accepted, JobEntry, JobState, Journal, 
 from falwrap.platform import PlatformApi, PlatformUnavailable, RequestRecord, canonical_json
 from falwrap.records import CallRecord
 
-__all__ = ["ReconcileReport", "ReconciledJob", "Reconciler", "reconcile_in_background"]
+__all__ = ["ReconcileReport", "ReconciledJob", "Reconciler", "StartupReconciliation", "reconcile_in_background"]
 
 logger = logging.getLogger("falwrap")
 
@@ -120,6 +120,23 @@ class ReconcileReport:
                 for job in self.jobs
             ],
         }  # fmt: skip
+
+    def then(self, later: ReconcileReport) -> ReconcileReport:
+        """This report followed by ``later``: each job from where it was first seen to where it is now.
+
+        Args:
+            later: A report of a reconciliation that ran after this one.
+
+        Returns:
+            One report covering both runs.
+        """
+        merged = {job.job_id: job for job in self.jobs}
+        for job in later.jobs:
+            first = merged.get(job.job_id)
+            merged[job.job_id] = job if first is None else attrs.evolve(
+                job, before=first.before, cost_before=first.cost_before
+            )
+        return _report(list(merged.values()))
 
 
 def release_dead_owners(journal: Journal, now: datetime) -> None:
@@ -367,14 +384,54 @@ def _report(results: list[ReconciledJob]) -> ReconcileReport:
     return ReconcileReport(settled, running, unknown, change, tuple(results))
 
 
-def reconcile_in_background(reconciler: Reconciler, *, timeout: float = 60.0) -> threading.Thread | None:
+class StartupReconciliation:
+    """The one bounded reconciliation a client runs in the background when it starts on a store
+    holding orphaned jobs; :meth:`falwrap.FalClient.reconcile` waits for it and reports what it did.
+
+    Args:
+        reconciler: The client's reconciler.
+        orphans: The jobs to settle.
+        timeout: Longest the run may take, seconds.
+    """
+
+    def __init__(self, reconciler: Reconciler, orphans: list[JobEntry], timeout: float) -> None:
+        self._reconciler = reconciler
+        self._orphans = orphans
+        self._timeout = timeout
+        self.report: ReconcileReport | None = None
+        self._thread = threading.Thread(target=self._run, name="falwrap-reconcile", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            report = self._reconciler.run(timeout=self._timeout, entries=self._orphans)
+        except Exception:
+            logger.exception("[falwrap] background reconciliation failed")
+            return
+        self.report = report
+        logger.info(
+            "[falwrap] reconciled %d orphaned job(s): %d settled, %d still running, %d unknown, cost change $%s",
+            len(self._orphans), report.settled, report.still_running, report.unknown, report.cost_change,
+        )  # fmt: skip
+
+    def wait(self, timeout: float) -> ReconcileReport | None:
+        """Wait up to ``timeout`` seconds for the run to end.
+
+        Returns:
+            Its report, or ``None`` when it failed or is still running.
+        """
+        self._thread.join(max(0.0, timeout))
+        return None if self._thread.is_alive() else self.report
+
+
+def reconcile_in_background(reconciler: Reconciler, *, timeout: float = 60.0) -> StartupReconciliation | None:
     """Start one bounded reconciliation on a daemon thread if the journal holds jobs nobody owns.
 
     For a client that starts on a store where another process died with jobs in
     flight. A job fal accepted with a webhook URL is left alone within
     :data:`WEBHOOK_DELIVERY_WINDOW`: fal will deliver its outcome, and the delivery,
     not a worker starting meanwhile, settles it (and sends the app's "job finished"
-    signal). An explicit :meth:`Reconciler.run` still settles it. Returns the thread,
+    signal). An explicit :meth:`Reconciler.run` still settles it. Returns the run,
     or ``None`` when there was nothing to do (or the journal could not be read: the
     next explicit reconcile will try again).
     """
@@ -390,21 +447,7 @@ def reconcile_in_background(reconciler: Reconciler, *, timeout: float = 60.0) ->
         return None
     if not orphans:
         return None
-
-    def run() -> None:
-        try:
-            report = reconciler.run(timeout=timeout, entries=orphans)
-        except Exception:
-            logger.exception("[falwrap] background reconciliation failed")
-            return
-        logger.info(
-            "[falwrap] reconciled %d orphaned job(s): %d settled, %d still running, %d unknown, cost change $%s",
-            len(orphans), report.settled, report.still_running, report.unknown, report.cost_change,
-        )  # fmt: skip
-
-    thread = threading.Thread(target=run, name="falwrap-reconcile", daemon=True)
-    thread.start()
-    return thread
+    return StartupReconciliation(reconciler, orphans, timeout)
 
 
 def _awaiting_delivery(entry: JobEntry, now: datetime) -> bool:

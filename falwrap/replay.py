@@ -85,6 +85,7 @@ def replay(
     journal = ticket.journal
     entry = ticket.entry
     waited_for_list = False
+    claimed = False
     while True:
         fresh = journal.get(entry.job_id)
         entry = fresh if fresh is not None else entry
@@ -104,7 +105,9 @@ def replay(
             except JobFailed as failure:
                 ticket.job_failed(failure)
                 raise failure.error from None
-        if orphaned and journal.claim(entry.job_id, ticket.owner, now=now):
+        # Once claimed, the job is this call's (its owner is alive): no longer orphaned, still to resolve.
+        if claimed or (orphaned and journal.claim(entry.job_id, ticket.owner, now=now)):
+            claimed = True
             # Its process died before fal's answer was journaled: did fal get the submission?
             try:
                 found = reconciler.find_submission(entry, spec.deadline)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from falwrap.client import FalClient
     from falwrap.journal import JobEntry
 
-__all__ = ["Image", "ImageResult", "JobHandle", "JobStatus", "Progress", "Video", "VideoResult"]
+__all__ = ["Image", "ImageResult", "JobHandle", "JobStatus", "Progress", "RunOutput", "Video", "VideoResult"]
 
 
 @attrs.frozen
@@ -145,6 +145,24 @@ class VideoResult:
             self._client, [(self.video.url, self.video.content_type)], Path(directory), prefix or self.request_id
         )
         return paths[0]
+
+
+class RunOutput(dict[str, Any]):
+    """What :meth:`FalClient.run` returns: the endpoint's JSON output, a plain ``dict``, which also
+    knows the job it came from (so :meth:`FalClient.map` outcomes of ``run`` requests name it).
+
+    Args:
+        data: The output.
+        request_id: fal's queue request id.
+        cost_usd: What the call cost (exact).
+    """
+
+    def __init__(
+        self, data: Mapping[str, Any] | None = None, *, request_id: str | None = None, cost_usd: Decimal = Decimal(0)
+    ) -> None:
+        super().__init__(data or {})
+        self.request_id = request_id
+        self.cost_usd = cost_usd
 
 
 @attrs.frozen

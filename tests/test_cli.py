@@ -177,13 +177,21 @@ def test_select_with_no_fit_is_a_usage_error(tmp_path: Path) -> None:
     assert "over the budget" in _one_error_line(result)
 
 
-def test_stats_without_redis_explains_where_stats_live(tmp_path: Path) -> None:
-    """Without a shared store, `falwrap stats` says stats live in the process that made the calls."""
-    result = run_cli("stats", cwd=tmp_path)
+def test_stats_with_the_journal_off_explains_where_stats_live(tmp_path: Path) -> None:
+    """With FALWRAP_STORE_URL=memory:, `falwrap stats` says stats live in the process that made the calls."""
+    env = _clean_env(FALWRAP_STORE_URL="memory:")
+    result = run_cli("stats", cwd=tmp_path, env=env)
     assert result.returncode == 0
     assert "FALWRAP_STORE_URL" in result.stdout
-    document = json.loads(run_cli("stats", "--json", cwd=tmp_path).stdout)
+    document = json.loads(run_cli("stats", "--json", cwd=tmp_path, env=env).stdout)
     assert document["ledger"] == "process"
+
+
+def test_stats_without_a_key_names_fal_key(tmp_path: Path) -> None:
+    """The default journal keeps each key's spend apart: `falwrap stats` without a key exits 3 naming FAL_KEY."""
+    result = run_cli("stats", "--json", cwd=tmp_path)
+    assert result.returncode == 3
+    assert json.loads(result.stdout)["error"]["variable"] == "FAL_KEY"
 
 
 def test_stats_reads_the_shared_redis_ledger(tmp_path: Path, fal: FakeFal, redis_url: str, redis_client: Any) -> None:
@@ -442,7 +450,9 @@ def _read_all(fd: int, timeout: float) -> bytes:
 def test_progress_on_a_terminal_shows_queue_position_logs_and_completion(tmp_path: Path) -> None:
     """With stderr on a pseudo-terminal the command shows the queue position, the job's logs and completion."""
     with FakeFal(concurrency=1, latency=1.0) as busy:
-        # Another job holds the only slot, so ours really waits in the queue first.
+        # Another job holds the only slot, so ours really waits in the queue first: long enough to
+        # outlast the command's start (interpreter, journal) on a loaded machine.
+        busy.set_latency(4.0, model="fal-ai/flux/schnell")
         blocker = requests.post(
             f"{busy.url}/fal-ai/flux/schnell", json={"prompt": "ahead"}, headers={"Authorization": f"Key {busy.key}"}
         )

@@ -203,3 +203,27 @@ def test_a_process_killed_mid_call_is_finished_by_the_next_with_the_key(
     assert fal.submissions == 1
     with FalClient(_config(fal, store_url)) as c:
         assert c.daily_cost() == fal.billed_total
+
+
+def test_a_process_killed_before_its_submission_arrived_is_submitted_once_by_the_next(
+    fal: FakeFal, tmp_path: Path
+) -> None:
+    """SIGKILL while the submission had not reached fal: the same call with the key in a new process takes the
+    job over, finds nothing in fal's request list, and submits it once (it used to wait out its deadline)."""
+    store_url = f"sqlite:///{tmp_path / 'journal.db'}"
+    fal.inject("submit", Fault.stall(30, then="close"))
+    child = _spawn(fal, store_url, "lost-key")
+    try:
+        _wait_for(lambda: fal.counters["submit"] >= 1, "the submission to reach FakeFal")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.communicate(timeout=30)
+    fal.clear_faults()
+    assert fal.submissions == 0
+    started = time.monotonic()
+    outcome = _outcome(_spawn(fal, store_url, "lost-key"))
+    assert "request_id" in outcome, outcome
+    assert time.monotonic() - started < 30  # well within the call's 60 s deadline
+    assert fal.submissions == 1
+    with FalClient(_config(fal, store_url)) as c:
+        assert c.daily_cost() == fal.billed_total

@@ -1,4 +1,7 @@
-"""The ``falwrap`` command: generate images and videos, browse models, read stats and settings, run a demo.
+"""The ``falwrap`` command: generate images and videos, run batches, browse models, read the journal and settings.
+
+Its journal is a SQLite file in the user's data directory unless
+``FALWRAP_STORE_URL`` names another store (:mod:`falwrap.cli.store`).
 
 Exit codes::
 

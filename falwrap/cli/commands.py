@@ -27,6 +27,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("falwrap.cli.stats", "stats_command"),
     "config": ("falwrap.cli.show", "config_command"),
     "demo": ("falwrap.cli.demo", "demo_command"),
+    "reconcile": ("falwrap.cli.jobs", "reconcile_command"),
+    "history": ("falwrap.cli.jobs", "history_command"),
+    "result": ("falwrap.cli.jobs", "result_command"),
+    "migrate": ("falwrap.cli.jobs", "migrate_command"),
+    "batch": ("falwrap.cli.batch", "batch_command"),
 }
 
 

@@ -29,6 +29,13 @@ class Context:
         self.tty = _isatty(console.stderr)
         self._printer: ProgressPrinter | None = None
 
+    @property
+    def interactive(self) -> bool:
+        """Whether a person can answer a question: stdin and stderr are terminals."""
+        import sys
+
+        return self.tty and _isatty(sys.stdin)
+
     def note(self, text: str) -> None:
         """A message for a person watching: shown on a terminal, silent when stderr is redirected."""
         if self._printer is not None and self._printer.enabled:
@@ -79,23 +86,28 @@ class Context:
     def client(self) -> Iterator[FalClient]:
         """A client for this command: from the environment, or against an in-process FakeFal with ``--offline``.
 
+        Its store is the command's journal (:mod:`falwrap.cli.store`) unless ``--offline``.
+
         Raises:
             ConfigurationError: no key or an invalid setting; says how to try falwrap without a key.
         """
         import attrs
 
+        from falwrap.cli.store import cli_config, store_hint
         from falwrap.client import FalClient
-        from falwrap.config import FalConfig
         from falwrap.errors import ConfigurationError
 
-        config = FalConfig.from_env()
+        config = cli_config()
         self.console.add_secret(config.api_key)
         if not self.offline:
             try:
                 client = FalClient(config)
             except ConfigurationError as exc:
                 if exc.variable != "FAL_KEY":
-                    raise
+                    hinted = store_hint(exc)
+                    if hinted is exc:
+                        raise
+                    raise hinted from exc
                 msg = f"{exc.message} To try falwrap without a key, run `falwrap demo` or add --offline."
                 raise ConfigurationError(msg, variable=exc.variable) from exc
             with client:

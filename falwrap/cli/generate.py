@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from falwrap.cli.context import Context
 from falwrap.cli.exits import EXIT_OK, UsageError
 from falwrap.cli.output import format_usd
+from falwrap.cli.saved import note_saved
 
 if TYPE_CHECKING:
     from falwrap.results import ImageResult, VideoResult
@@ -150,6 +151,7 @@ def image_command(context: Context) -> int:
             progress.set_state(f"saving {len(result.images)} file(s)")
             with _keeping_urls([image.url for image in result.images], result.request_id):
                 files = result.save(out)
+            note_saved(result.request_id, files, offline=context.offline)
     _report_image(context, result, files)
     return EXIT_OK
 
@@ -221,6 +223,7 @@ def video_command(context: Context) -> int:
             progress.set_state("saving the video")
             with _keeping_urls([result.video.url], result.request_id):
                 file = result.save(out)
+            note_saved(result.request_id, [file], offline=context.offline)
     _report_video(context, result, file)
     return EXIT_OK
 

@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["REDACTED", "Console", "format_usd", "secrets_from_environment"]
+__all__ = ["REDACTED", "Console", "RedactingStream", "format_usd", "secrets_from_environment"]
 
 REDACTED = "***"
 
@@ -195,6 +195,17 @@ class Console:
             os.dup2(devnull.fileno(), self.stdout.fileno())
         self.stdout = devnull
 
+    def redacting(self, stream: TextIO) -> RedactingStream:
+        """``stream`` for libraries that write to it themselves (rich's progress bar and tables), redacted.
+
+        Args:
+            stream: Usually :attr:`stderr`.
+
+        Returns:
+            A text stream that redacts everything written through it.
+        """
+        return RedactingStream(self, stream)
+
     def log_handler(self, level: int) -> logging.Handler:
         """A logging handler writing redacted records to stderr.
 
@@ -205,6 +216,44 @@ class Console:
             The handler.
         """
         return _RedactingHandler(self, level)
+
+
+class RedactingStream:
+    """A text stream passing every write through :meth:`Console.redact`; terminal queries go to the stream.
+
+    Args:
+        console: Knows the secrets.
+        stream: Where the text goes.
+    """
+
+    def __init__(self, console: Console, stream: TextIO) -> None:
+        self._console = console
+        self._stream = stream
+
+    @property
+    def encoding(self) -> str:
+        """The stream's encoding."""
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        """Write ``text`` with every secret redacted; returns the length of ``text`` (as written by the caller)."""
+        self._stream.write(self._console.redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush the stream."""
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        """Whether the stream is a terminal."""
+        try:
+            return bool(self._stream.isatty())
+        except (AttributeError, ValueError, OSError):
+            return False
+
+    def fileno(self) -> int:
+        """The stream's descriptor (rich reads the terminal's size from it)."""
+        return self._stream.fileno()
 
 
 def _has_fileno(stream: TextIO) -> bool:

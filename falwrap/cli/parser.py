@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import NoReturn
 
@@ -23,6 +24,10 @@ __all__ = ["build_parser", "parse", "wants_json"]
 _QUALITIES = ("draft", "production", "premium")
 _URGENCIES = ("low", "normal", "high")
 _KINDS = ("image", "video", "upscale")
+#: Most jobs `falwrap history` lists at once.
+MAX_LIMIT = 1_000_000
+#: The most calls FalClient.map runs at once.
+MAX_CONCURRENCY = 1024
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,6 +58,35 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(exc.message.removeprefix("--timeout: ")) from None
     assert seconds is not None
     return seconds
+
+
+def _bounded_int(text: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        msg = f"expected a whole number from {low} to {high}, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not low <= value <= high:
+        msg = f"expected a whole number from {low} to {high}, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _limit(text: str) -> int:
+    return _bounded_int(text, 1, MAX_LIMIT)
+
+
+def _concurrency(text: str) -> int:
+    return _bounded_int(text, 1, MAX_CONCURRENCY)
+
+
+def _since(text: str) -> datetime:
+    from falwrap.cli.when import parse_since
+
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _selection_options(parser: argparse.ArgumentParser) -> None:
@@ -110,7 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="falwrap",
         description="Generate images and videos with fal.ai: typed errors, safe retries, budgets, model selection.",
-        epilog="Start with `falwrap demo` (no key needed). Set FAL_KEY (environment or .env) for real calls.",
+        epilog="Start with `falwrap demo` (no key needed). Set FAL_KEY (environment or .env) for real calls. "
+        "The command keeps a journal of its jobs (spend, budgets, results) in $XDG_DATA_HOME/falwrap/journal.db "
+        "(the user data directory, ~/.local/share/falwrap on Linux, when XDG_DATA_HOME is unset), so "
+        "FAL_DAILY_BUDGET_USD and `falwrap stats` cover every run; FALWRAP_STORE_URL names another store, "
+        "FALWRAP_STORE_URL=memory: switches the journal off.",
     )
     parser.add_argument("--version", action="version", version=f"falwrap {__version__}")
     _global_options(parser, top=True)
@@ -153,9 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(select, top=False)
 
     stats = commands.add_parser(
-        "stats", help="call statistics from the shared Redis ledger", description="Show ledger statistics."
+        "stats",
+        help="today's spend and call statistics from the journal",
+        description="Show today's spend (against FAL_DAILY_BUDGET_USD) and call statistics from the journal.",
     )
     _global_options(stats, top=False)
+
+    _journal_commands(commands)
 
     config = commands.add_parser(
         "config",
@@ -171,7 +213,79 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _output_options(demo, default_out="falwrap-demo")
     _global_options(demo, top=False)
+
+    _batch_command(commands)
     return parser
+
+
+def _journal_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="settle journaled jobs nobody collected, by asking fal",
+        description="Ask fal what became of every open job in the journal (a killed run, a deadline, Ctrl-C); "
+        "store results and true costs, and report what changed.",
+    )
+    reconcile.add_argument(
+        "--timeout", type=_seconds, default=60.0, metavar="SECONDS", help="longest to spend asking (default 60)"
+    )
+    _global_options(reconcile, top=False)
+
+    history = commands.add_parser(
+        "history",
+        help="the journal's recent jobs, newest first",
+        description="List the journal's jobs, newest first: time (UTC), endpoint, state, cost, request id, files.",
+    )
+    history.add_argument(
+        "--since", type=_since, metavar="WHEN", help="only jobs opened since: an ISO date or time (UTC), or 2h, 3d..."
+    )
+    history.add_argument("--limit", type=_limit, default=50, metavar="N", help="at most N jobs (default 50)")
+    _global_options(history, top=False)
+
+    result = commands.add_parser(
+        "result",
+        help="save a finished job's outputs (from the journal, else from fal)",
+        description="Save the outputs of a job: from the journal when it holds them (no request to fal), "
+        "else from fal, waiting for a job still running.",
+    )
+    result.add_argument("request_id", metavar="REQUEST_ID", help="fal's request id (see `falwrap history`)")
+    result.add_argument(
+        "--model", metavar="ID", help="the job's endpoint, needed only for a request the journal does not know"
+    )
+    result.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="longest to wait for a running job")
+    _output_options(result)
+    _global_options(result, top=False)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="create or upgrade the journal's SQL schema ahead of a deploy",
+        description="Apply falwrap's schema migrations to a SQLite or PostgreSQL store now and print the version.",
+    )
+    migrate.add_argument(
+        "--store", metavar="URL", help="the store (default: FALWRAP_STORE_URL, else the command's journal)"
+    )
+    _global_options(migrate, top=False)
+
+
+def _batch_command(commands: argparse._SubParsersAction[_Parser]) -> None:
+    batch = commands.add_parser(
+        "batch",
+        help="run many jobs from a JSONL or CSV file, resumably",
+        description="Run one job per line of INPUT (JSONL or CSV: prompt and parameters, optional id, operation "
+        "and model), save the outputs under --out and one line per input in DIR/manifest.jsonl. Shows the count, "
+        "models, estimated cost and time first. Run the same command again to resume: finished lines are skipped, "
+        "jobs still running at fal are followed, nothing is paid for twice.",
+    )
+    batch.add_argument("input", metavar="INPUT", help="a .jsonl or .csv file (one job per line or row)")
+    batch.add_argument("--out", metavar="DIR", required=True, help="where outputs and manifest.jsonl go")
+    batch.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    batch.add_argument(
+        "--max-cost", type=_money, metavar="USD", help="refuse (exit 6, nothing sent) when the estimate is above"
+    )
+    batch.add_argument(
+        "--concurrency", type=_concurrency, metavar="N", help="jobs in flight at once (default: from the rate limit)"
+    )
+    batch.add_argument("--model", metavar="ID", help="endpoint for lines that name none")
+    _global_options(batch, top=False)
 
 
 def wants_json(argv: Sequence[str]) -> bool:

@@ -1,4 +1,9 @@
-"""``falwrap stats``: call statistics from the ledger of the shared store (``FALWRAP_STORE_URL``)."""
+"""``falwrap stats``: call statistics and today's spend from the command's journal.
+
+That is the SQLite journal in the user's data directory unless ``FALWRAP_STORE_URL``
+names another store (see :mod:`falwrap.cli.store`), so it covers every run of the
+command, and every process sharing that store.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from falwrap.cli.context import Context
 from falwrap.cli.exits import EXIT_OK
 from falwrap.cli.output import Console, format_usd
+from falwrap.cli.store import shown_store
 
 if TYPE_CHECKING:
     from falwrap.config import FalConfig
@@ -15,18 +21,18 @@ if TYPE_CHECKING:
 __all__ = ["stats_command"]
 
 _IN_PROCESS = (
-    "No shared ledger is configured, so there are no stats to show here: falwrap keeps call statistics "
-    "in the memory of the process that made the calls (FalClient.stats()). Set FALWRAP_STORE_URL to share "
-    "one ledger between processes and read it with `falwrap stats`."
+    "The journal is switched off (FALWRAP_STORE_URL=memory:), so there are no stats to show here: "
+    "falwrap keeps call statistics in the memory of the process that made the calls (FalClient.stats()). "
+    "Unset FALWRAP_STORE_URL to use the command's journal in your data directory, or point it at a shared store."
 )
 
 
 def stats_command(context: Context) -> int:
-    """``falwrap stats``: the shared store's ledger statistics, or where stats live without one."""
-    from falwrap.config import FalConfig
+    """``falwrap stats``: the journal's statistics and today's spend, or where stats live without one."""
+    from falwrap.cli.store import cli_config
     from falwrap.errors import ConfigurationError
 
-    config = FalConfig.from_env()
+    config = cli_config()
     context.console.add_secret(config.api_key)
     if config.store_url.startswith("memory:") or context.offline:
         if context.as_json:
@@ -43,7 +49,14 @@ def stats_command(context: Context) -> int:
     stats, today = _store_stats(config)
     if context.as_json:
         context.console.json(
-            {"ledger": _kind(config), "key_fingerprint": config.key_fingerprint, "today_cost_usd": today, **stats}
+            {
+                "ledger": _kind(config),
+                "store": shown_store(config),
+                "key_fingerprint": config.key_fingerprint,
+                "today_cost_usd": today,
+                "daily_budget_usd": config.daily_budget_usd,
+                **stats,
+            }
         )
         return EXIT_OK
     _print_stats(context.console, config, stats, today)
@@ -58,20 +71,21 @@ def _kind(config: FalConfig) -> str:
 
 def _store_stats(config: FalConfig) -> tuple[dict[str, Any], Decimal]:
     """The stats and today's spend of the ledger the client's store keeps under this key's namespace."""
-    from falwrap.backends import open_store
-    from falwrap.errors import ConfigurationError
+    from falwrap.cli.store import open_cli_store
     from falwrap.ledger import JournalLedger
 
-    try:
-        store = open_store(config.store_url, namespace=config.key_fingerprint)
-    except ImportError as exc:
-        msg = f"FALWRAP_STORE_URL names a {_kind(config)} store but its driver is missing ({exc.name}): install it."
-        raise ConfigurationError(msg, variable="FALWRAP_STORE_URL") from None
+    store = open_cli_store(config)
     try:
         ledger = JournalLedger(store.journal)
         return ledger.stats(), ledger.daily_cost()
     finally:
         store.close()
+
+
+def _spent(today: Decimal, budget: Decimal | None) -> str:
+    if budget is None:
+        return format_usd(today)
+    return f"{format_usd(today)} of the {format_usd(budget)} daily budget (FAL_DAILY_BUDGET_USD)"
 
 
 def _ms(value: Any) -> str:
@@ -84,8 +98,8 @@ def _print_stats(console: Console, config: FalConfig, stats: dict[str, Any], tod
     console.table(
         ("", ""),
         [
-            ("ledger", f"{_kind(config)} (key fingerprint {config.key_fingerprint})"),
-            ("spent today (UTC)", format_usd(today)),
+            ("ledger", f"{shown_store(config)} (key fingerprint {config.key_fingerprint})"),
+            ("spent today (UTC)", _spent(today, config.daily_budget_usd)),
             ("calls", f"{stats['total_calls']} ({stats['successes']} ok, {stats['failures']} failed)"),
             ("success rate", success),
             ("total cost", format_usd(stats["total_cost_usd"])),
