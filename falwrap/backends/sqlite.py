@@ -160,6 +160,9 @@ class SqliteDatabase:
         self._writer: sqlite3.Connection | None = None
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
+        # Connections a thread is using right now, with how many uses are open: close() leaves
+        # these to their thread (closing a connection under a running statement can crash).
+        self._busy: dict[sqlite3.Connection, int] = {}
         self._conns_lock = threading.Lock()
         self._closed = False
         self._pid = os.getpid()
@@ -222,52 +225,84 @@ class SqliteDatabase:
         return BackendUnavailableError(msg)
 
     @contextmanager
+    def _using(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """Mark ``conn`` in use for the block; a close() meanwhile closes it when the block ends."""
+        with self._conns_lock:
+            if self._closed:
+                msg = f"The SQLite store at {self._path} was closed; open a new one."
+                raise BackendUnavailableError(msg)
+            self._busy[conn] = self._busy.get(conn, 0) + 1
+        try:
+            yield conn
+        finally:
+            self._release(conn)
+
+    def _release(self, conn: sqlite3.Connection) -> None:
+        with self._conns_lock:
+            left = self._busy[conn] - 1
+            if left:
+                self._busy[conn] = left
+            else:
+                del self._busy[conn]
+            close_now = self._closed and not left
+        if close_now:
+            conn.close()
+
+    @contextmanager
     def write(self, *locks: str) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction on the writer connection (``locks``: the file lock covers them)."""
         with self._write_lock:
             conn = self._writer
             if conn is None or self._closed:
                 conn = self._writer = self._open()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise self._unavailable(exc) from exc
-            try:
-                yield conn
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.OperationalError):
+            with self._using(conn):
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
                     raise self._unavailable(exc) from exc
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise self._unavailable(exc) from exc
+                try:
+                    yield conn
+                except BaseException as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    if isinstance(exc, sqlite3.OperationalError):
+                        raise self._unavailable(exc) from exc
+                    raise
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.OperationalError as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise self._unavailable(exc) from exc
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """This thread's connection for reads (each statement sees the last commit)."""
-        conn = self._connection()
-        try:
-            yield conn
-        except sqlite3.OperationalError as exc:
-            raise self._unavailable(exc) from exc
+        with self._using(self._connection()) as conn:
+            try:
+                yield conn
+            except sqlite3.OperationalError as exc:
+                raise self._unavailable(exc) from exc
 
     def close(self) -> None:
-        """Close the writer and every thread's reader; idempotent."""
-        self._closed = True
+        """Close the writer and every thread's reader; idempotent.
+
+        A connection another thread is using right now is closed by that thread as its
+        statement ends (its next use finds the store closed): closing it under a running
+        statement could crash the interpreter.
+        """
         with self._conns_lock:
+            self._closed = True
             conns, self._conns = self._conns, []
-        for conn in conns:
+            idle = [conn for conn in conns if conn not in self._busy]
+        for conn in idle:
             conn.close()
 
     def _after_fork_in_child(self) -> None:
         # The parent's connections must not be used (nor closed) in the child: it opens its own.
         self._conns_lock = threading.Lock()
         self._conns = []
+        self._busy = {}
         self._writer = None
         self._pid = os.getpid()
         self._write_lock = _write_lock(self._key)

@@ -304,9 +304,10 @@ def _abandon(context: Context, view: BatchView, outcome: _Outcome, manifest: Man
     """After Ctrl-C: report, then end the process without closing the client.
 
     Calls are still running on the map's threads; closing the client would close the journal
-    under them (a SQLite store closes every thread's connection), which can crash the
-    interpreter. Ending here is what SIGKILL does, and the journal is made to survive that:
-    every line written is on disk, every job sent is journaled, and the next run goes on.
+    under them, turning each into a store error at its next step, and a person who pressed
+    Ctrl-C wants the prompt back now. Ending here is what SIGKILL does, and the journal is
+    made to survive that: every line written is on disk, every job sent is journaled (fal's
+    answers included), and the next run goes on with the same keys, submitting nothing twice.
     """
     _report(context, view, outcome)
     manifest.close()
