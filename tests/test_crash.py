@@ -4,7 +4,8 @@ A child process sharing a SQLite file (and, separately, PostgreSQL) with the tes
 is killed at submit (fal's answer in flight), while its job is queued, while it
 runs, and after fal completed it (result not yet fetched). A fresh client on the
 same store then runs ``reconcile()``: the ledger equals FakeFal's bill to the
-micro-dollar, and the job's result is in the journal.
+micro-dollar, the job's result is in the journal, and ``falwrap stats`` in a
+third process shows the same spend.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from falwrap import FalClient, FalConfig, RateLimitConfig, set_testing
 from falwrap.journal import JobState
 from falwrap.testing import FakeFal, Fault
 from tests.contract.stores import fresh_store
+from tests.helpers.cli import command_env, falwrap, json_out
 from tests.test_idempotency import _spawn
 
 SCHNELL = "fal-ai/flux/schnell"
@@ -46,8 +49,9 @@ def _state_of_child_job(fal: FakeFal, model: str) -> str | None:
 
 
 @pytest.mark.parametrize("phase", PHASES)
-def test_a_killed_process_is_reconciled_by_the_next(store_url: str, phase: str) -> None:
-    """SIGKILL at each phase; a fresh client reconciles: ledger == bill, the result is in the journal."""
+def test_a_killed_process_is_reconciled_by_the_next(store_url: str, phase: str, tmp_path: Path) -> None:
+    """SIGKILL at each phase; a fresh client reconciles: ledger == bill, the result is in the journal,
+    and ``falwrap stats`` shows the same spend and calls."""
     with set_testing(True), FakeFal(concurrency=1) as fal:
         config = FalConfig(
             api_key=fal.key, base_url=fal.url, store_url=store_url,
@@ -94,3 +98,11 @@ def test_a_killed_process_is_reconciled_by_the_next(store_url: str, phase: str) 
             assert job.state is JobState.SUCCEEDED
             assert job.result is not None and job.result["images"]
             assert fresh.stats()["total_calls"] >= 1
+            calls = fresh.stats()["total_calls"]
+        # And the command line, a third process, shows it from the same store.
+        shown = falwrap("stats", "--json", cwd=tmp_path, env=command_env(
+            tmp_path / "data", FAL_KEY=fal.key, FALWRAP_STORE_URL=store_url))  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        stats = json_out(shown)
+        assert Decimal(str(stats["today_cost_usd"])) == fal.billed_total
+        assert stats["total_calls"] == calls
