@@ -329,8 +329,11 @@ def read_events(fal: FakeFal, handle: dict[str, Any], logs: int = 1) -> tuple[li
 def test_status_stream_sends_each_change_and_ends_with_completed() -> None:
     """The SSE stream reports queue moves, IN_PROGRESS and new log lines once each, then COMPLETED, then closes."""
     with FakeFal(concurrency=1, latency=0.1) as fal:
+        # The first job holds the only runner long enough for the stream to open while the
+        # second waits, however slowly a loaded machine gets there.
+        fal.set_latency(1.5, SCHNELL)
         client = raw(fal)
-        submit(client)
+        submit(client, SCHNELL)
         handle = submit(client)
         events, _, _ = read_events(fal, handle)
     states = [event["status"] for event in events]

@@ -44,6 +44,10 @@ SPACING = 60 / RATE
 #: of trusting the single closest pair; a broken limiter puts all of them in one window.
 JITTER = 0.05
 WINDOW = 0.5
+#: How late a granted request may reach FakeFal when its threads wait for a CPU: seen up to
+#: ~0.2 s with the suite in four parallel workers on 2 cores. Requests granted that much
+#: before a window can arrive inside it.
+BUNCHING = 0.25
 
 #: (gunicorn app, --chdir) of each example.
 APPS = {
@@ -56,10 +60,9 @@ def _assert_spaced(times: list[float], expected: int) -> None:
     assert len(times) == expected
     ordered = sorted(times)
     busiest = max(sum(1 for t in ordered if start <= t < start + WINDOW) for start in ordered)
-    # WINDOW / SPACING grants fit in a window, plus one at its edge, plus a few that arrive
-    # bunched because their threads waited for a CPU (seen on a 2-core machine running the
-    # suite in parallel): a broken limiter puts all of them in one window.
-    assert busiest <= WINDOW / SPACING + 4, f"{busiest} submissions within {WINDOW} s"
+    # The grants of WINDOW + BUNCHING seconds (plus one at the edge) can arrive in one window
+    # (16 here); a broken limiter puts all of them (32) in one window.
+    assert busiest <= round((WINDOW + BUNCHING) / SPACING) + 1, f"{busiest} submissions within {WINDOW} s"
     # The whole run cannot be faster than the rate: jitter only moves its two ends.
     assert ordered[-1] - ordered[0] >= (expected - 1) * SPACING - JITTER
     assert sorted(gaps(times))[len(times) // 2] >= SPACING - 0.005, "median spacing below the rate"
