@@ -2,7 +2,7 @@
 
 The client opens a :class:`Ticket` for a call before anything is sent (the
 journal's intent, with the budget check), hands it to the job runner as its
-:class:`~falwrap.jobs.SubmitListener` (so fal's answer is journaled the moment it
+:class:`~falwrap.job_types.SubmitListener` (so fal's answer is journaled the moment it
 arrives), and closes it with the outcome. Whatever happens in between, the call
 leaves one :class:`~falwrap.records.CallRecord`, and the job's money stays in
 the journal: charged at its estimate from acceptance until fal says otherwise.
@@ -25,7 +25,7 @@ from typing import Any
 
 from falwrap.catalog import ModelInfo, actual_cost
 from falwrap.errors import BackendUnavailableError, BudgetExceededError, InvalidInputError, error_code
-from falwrap.jobs import JobFailed, Output
+from falwrap.job_types import JobFailed, Output
 from falwrap.journal import (
     Accepted,
     IdempotencyConflict,
@@ -136,7 +136,7 @@ class Heartbeat:
 class Ticket:
     """One call's bookkeeping: its current journaled job, and its one record.
 
-    Also the runner's :class:`~falwrap.jobs.SubmitListener`. Used by one thread (the call's).
+    Also the runner's :class:`~falwrap.job_types.SubmitListener`. Used by one thread (the call's).
     """
 
     def __init__(self, accountant: Accountant, plan: Plan, entry: JobEntry, *, created: bool, started: float) -> None:

@@ -21,7 +21,8 @@ from falwrap.catalog import ModelInfo
 from falwrap.config import FalConfig
 from falwrap.errors import FalApiError, FalwrapError, ModelError, ServerError, error_code
 from falwrap.following import DeadlinePassed
-from falwrap.jobs import JobFailed, JobRunner, JobSpec, Output, RequestOptions
+from falwrap.job_types import JobFailed, JobSpec, Output, RequestOptions
+from falwrap.jobs import JobRunner
 from falwrap.journal import Accepted, JobEntry, JobState, Settlement
 from falwrap.limiter import LeaseKeeper, Limiter
 from falwrap.limits import Slot, within_wait_bound

@@ -35,7 +35,8 @@ from falwrap.config import FalConfig
 from falwrap.data_uris import is_data_uri
 from falwrap.errors import ConfigurationError, FalwrapError
 from falwrap.files import download as _download
-from falwrap.jobs import JobRunner, Output
+from falwrap.job_types import Output
+from falwrap.jobs import JobRunner
 from falwrap.ledger import JournalLedger, Ledger
 from falwrap.limiter import Limiter
 from falwrap.observers import CallObserver, default_observers

@@ -24,7 +24,7 @@ from falwrap.results import JobStatus, Progress
 from falwrap.transport import DeadlineExceeded, ExchangeError, budget
 
 if TYPE_CHECKING:
-    from falwrap.jobs import JobSpec
+    from falwrap.job_types import JobSpec
     from falwrap.journal import Accepted
 
 __all__ = [

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import NoReturn, TypeVar
 
-import attrs
 import fal_client
 import httpx
 
 from falwrap import retry as _retry
+from falwrap.config.rules import MIN_START_TIMEOUT_S
 from falwrap.errors import (
     AmbiguousSubmissionError,
     FalApiError,
@@ -35,24 +34,15 @@ from falwrap.errors import (
 )
 from falwrap.following import DeadlinePassed, Follower, JobStatusParseError
 from falwrap.interrupts import deferred_interrupt
+from falwrap.job_types import JobFailed, JobSpec, Output, SubmitListener, queue_urls
 from falwrap.journal import Accepted, RequestTaken
 from falwrap.platform import PlatformApi, PlatformUnavailable, RequestRecord, canonical_json
 from falwrap.responses import RETRYABLE_ERROR_TYPES, error_from_response, parse_billable_units
-from falwrap.results import JobStatus, Progress
+from falwrap.results import JobStatus
 from falwrap.retry import RetryHook, RetryPolicy
 from falwrap.transport import DeadlineExceeded, ExchangeError, budget
 
-__all__ = [
-    "CANCEL_GRACE",
-    "DeadlinePassed",
-    "JobFailed",
-    "JobRunner",
-    "JobSpec",
-    "Output",
-    "RequestOptions",
-    "SubmitListener",
-    "queue_urls",
-]
+__all__ = ["CANCEL_GRACE", "DeadlinePassed", "JobRunner"]
 
 logger = logging.getLogger("falwrap")
 
@@ -76,132 +66,6 @@ ADOPT_AFTER = 0.3
 
 #: Slack on the clocks (ours and fal's) when asking which requests arrived around a submission.
 CLOCK_SKEW = timedelta(seconds=10)
-
-#: fal accepts start timeouts above this many seconds only.
-MIN_START_TIMEOUT = 1.0
-
-#: fal's queue host; the runner builds URLs on it only for a request found in the platform list.
-QUEUE_URL = "https://queue.fal.run"
-
-
-@attrs.frozen
-class RequestOptions:
-    """fal's per-request options, sent with a submission.
-
-    Args:
-        webhook_url: fal POSTs the outcome here when the job ends.
-        priority: ``"normal"`` or ``"low"`` (batch work that may wait).
-        start_timeout: Seconds fal may keep the job queued before dropping it (> 1); ``None``:
-            the time left before the call's deadline.
-        server_retries: Let fal retry a failed runner itself (``False`` sends ``x-fal-no-retry``).
-        fallbacks: Let fal reroute to a fallback endpoint (``False`` sends ``x-fal-disable-fallbacks``).
-        object_lifecycle: Seconds fal keeps generated files (privacy), when set.
-        store_io: ``False`` asks fal not to store the request's input and output payloads.
-    """
-
-    webhook_url: str | None = None
-    priority: str | None = None
-    start_timeout: float | None = None
-    server_retries: bool = True
-    fallbacks: bool = True
-    object_lifecycle: int | None = None
-    store_io: bool | None = None
-
-    def headers(self) -> dict[str, str]:
-        """The request headers these options add (``start_timeout`` and priority go through fal_client)."""
-        headers: dict[str, str] = {}
-        if not self.server_retries:
-            headers["x-fal-no-retry"] = "1"
-        if not self.fallbacks:
-            headers["x-fal-disable-fallbacks"] = "true"
-        if self.object_lifecycle is not None:
-            headers["X-Fal-Object-Lifecycle-Preference"] = f'{{"expiration_duration_seconds": {self.object_lifecycle}}}'
-        if self.store_io is False:
-            headers["X-Fal-Store-IO"] = "0"
-        return headers
-
-
-@attrs.frozen
-class JobSpec:
-    """One job to run.
-
-    Args:
-        endpoint: The fal endpoint.
-        arguments: Its JSON input.
-        deadline: Runner-clock time by which the job must be done (or cancelled).
-        timeout: The deadline as the caller gave it, in seconds (for messages).
-        started: Runner-clock time the call started (for progress events).
-        options: fal's request options.
-        on_progress: Told about every status change.
-    """
-
-    endpoint: str
-    arguments: Mapping[str, Any] = attrs.field(repr=False)
-    deadline: float
-    timeout: float
-    started: float
-    options: RequestOptions = RequestOptions()
-    on_progress: Callable[[Progress], None] | None = attrs.field(default=None, repr=False)
-
-
-@attrs.frozen
-class Output:
-    """A finished job's output.
-
-    Args:
-        data: The model's JSON output.
-        request_id: fal's request id.
-        billable_units: ``x-fal-billable-units``, when fal sent it.
-    """
-
-    data: dict[str, Any] = attrs.field(repr=False)
-    request_id: str
-    billable_units: Decimal | None = None
-
-
-class SubmitListener(Protocol):
-    """Told what happens to a submission, so the caller can journal it before anything else."""
-
-    def accepted(self, accepted: Accepted, *, found: bool = False) -> None:
-        """fal accepted the job: its answer said so, or (``found``) fal's request list showed it.
-
-        Raises:
-            RequestTaken: ``found``, and another journaled job already owns that request.
-        """
-
-    def ambiguous(self) -> None:
-        """The submission may have reached fal; no answer came back."""
-
-    def never_arrived(self) -> None:
-        """fal's request list shows the ambiguous submission never arrived (nothing runs at fal for it)."""
-
-    def known(self, request_id: str) -> bool:
-        """Whether ``request_id`` already belongs to another journaled job (never adopt it twice)."""
-
-
-class JobFailed(Exception):
-    """The job ran and failed.
-
-    Attributes:
-        error: Its typed error.
-        billable_units: What fal billed for it, per its error answer.
-        billed_known: Whether the job's own error answer was read (so ``billable_units``, even
-            ``None``, is fal's word); ``False`` when only its status could be read.
-    """
-
-    def __init__(self, error: FalApiError, billable_units: Decimal | None, *, billed_known: bool = True) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.billable_units = billable_units
-        self.billed_known = billed_known
-
-
-def queue_urls(endpoint: str, request_id: str) -> Accepted:
-    """The queue URLs of ``request_id`` (status, result and cancel drop the endpoint's sub-path)."""
-    app = "/".join(endpoint.split("/")[:2])
-    base = f"{QUEUE_URL}/{app}/requests/{request_id}"
-    return Accepted(request_id, f"{base}/status", base, f"{base}/cancel")
-
 
 class JobRunner:
     """Runs fal queue jobs. Thread-safe: one runner serves every thread of a client.
@@ -318,7 +182,7 @@ class JobRunner:
                     priority=options.priority,  # type: ignore[arg-type]
                     headers=options.headers(),
                     # fal refuses start timeouts of a second or less.
-                    start_timeout=start if start > MIN_START_TIMEOUT else None,
+                    start_timeout=start if start > MIN_START_TIMEOUT_S else None,
                 )
         except DeadlineExceeded:
             raise DeadlinePassed(None) from None

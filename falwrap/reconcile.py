@@ -30,7 +30,8 @@ import attrs
 from falwrap.catalog import ModelInfo
 from falwrap.errors import BackendUnavailableError, FalApiError, NotFoundError
 from falwrap.following import DeadlinePassed
-from falwrap.jobs import JobRunner, queue_urls
+from falwrap.job_types import queue_urls
+from falwrap.jobs import JobRunner
 from falwrap.journal import OPEN_STATES, Accepted, JobEntry, JobState, Journal, RequestTaken, Settlement
 from falwrap.platform import PlatformApi, PlatformUnavailable, RequestRecord, canonical_json
 from falwrap.records import CallRecord

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from falwrap.accounting import owner_gone
 from falwrap.errors import ModelError
-from falwrap.jobs import RESOLVE_WAIT, JobFailed, JobRunner, JobSpec, Output
+from falwrap.job_types import JobFailed, JobSpec, Output
+from falwrap.jobs import RESOLVE_WAIT, JobRunner
 from falwrap.journal import JobEntry, JobState, RequestTaken
 from falwrap.platform import PlatformUnavailable
 

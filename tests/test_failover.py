@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from falwrap.client import _RoutedSyncClient
-from falwrap.jobs import JobRunner, JobSpec, queue_urls
+from falwrap.job_types import JobSpec, queue_urls
+from falwrap.jobs import JobRunner
 from falwrap.journal import Accepted
 from falwrap.retry import RetryPolicy
 from falwrap.testing import FakeFal, Fault

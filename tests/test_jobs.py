@@ -22,7 +22,8 @@ import pytest
 
 from falwrap.errors import AmbiguousSubmissionError, FalConnectionError, FalTimeoutError, ModelError, ServerError
 from falwrap.following import NO_STREAM_FOR
-from falwrap.jobs import JobFailed, JobRunner, JobSpec, RequestOptions
+from falwrap.job_types import JobFailed, JobSpec, RequestOptions
+from falwrap.jobs import JobRunner
 from falwrap.journal import Accepted
 from falwrap.platform import PlatformApi
 from falwrap.retry import RetryDetails, RetryPolicy

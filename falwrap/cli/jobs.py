@@ -176,7 +176,7 @@ def result_command(context: Context) -> int:
     from falwrap.cli.generate import out_dir
     from falwrap.cli.outputs import output_files, save_output
     from falwrap.cli.saved import note_saved
-    from falwrap.jobs import queue_urls
+    from falwrap.job_types import queue_urls
     from falwrap.results import JobHandle
 
     args = context.args
