@@ -202,6 +202,10 @@ class Follower:
     def _stream_allowed(self, status_url: str) -> bool:
         if not self._stream:
             return False
+        if not self._no_stream_until:
+            # The usual case, read without the lock (a dict's length is read atomically):
+            # no host has failed, so no URL needs parsing.
+            return True
         host = self._host(status_url)
         with self._lock:
             until = self._no_stream_until.get(host)

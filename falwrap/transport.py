@@ -38,8 +38,9 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from http.cookiejar import CookieJar
 from typing import Any
 
 import attrs
@@ -150,17 +151,33 @@ _NO_LIMITS = Budget()
 _budget: contextvars.ContextVar[Budget] = contextvars.ContextVar("falwrap_budget", default=_NO_LIMITS)
 
 
-@contextmanager
+class _Scope:
+    """The ``with`` block of :func:`budget`.
+
+    A class rather than ``@contextmanager``: every exchange enters one, and a
+    generator-based context manager costs several times as much.
+    """
+
+    __slots__ = ("_token", "_value")
+
+    def __init__(self, value: Budget) -> None:
+        self._value = value
+        self._token: contextvars.Token[Budget] | None = None
+
+    def __enter__(self) -> Budget:
+        self._token = _budget.set(self._value)
+        return self._value
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _budget.reset(self._token)
+
+
 def budget(
     deadline: float | None, per_exchange: float | None, clock: Callable[[], float] = time.monotonic
-) -> Iterator[Budget]:
+) -> AbstractContextManager[Budget]:
     """Run the exchanges of the ``with`` block under these limits (this thread/context only)."""
-    value = Budget(deadline, per_exchange, clock)
-    token = _budget.set(value)
-    try:
-        yield value
-    finally:
-        _budget.reset(token)
+    return _Scope(Budget(deadline, per_exchange, clock))
 
 
 def current_budget() -> Budget:
@@ -169,7 +186,7 @@ def current_budget() -> Budget:
 
 
 def _clamp(timeouts: dict[str, Any], limit: float) -> dict[str, Any]:
-    return {k: (limit if v is None else min(v, limit)) for k, v in timeouts.items()}
+    return {k: (limit if v is None or v > limit else v) for k, v in timeouts.items()}
 
 
 class FalTransport(httpx.BaseTransport):
@@ -210,7 +227,8 @@ class FalTransport(httpx.BaseTransport):
         """
         limits = _budget.get()
         intended = request.url
-        given: dict[str, Any] = dict(request.extensions.get("timeout", {}))
+        # Never changed in place: each exchange's timeouts are a new dict when they differ.
+        given: dict[str, Any] = request.extensions.get("timeout", {})
         backup = BACKUP_HOSTS.get(intended.host)
         self._address(request, intended, self._timeouts(request, given, limits, backup is not None))
         try:
@@ -221,7 +239,7 @@ class FalTransport(httpx.BaseTransport):
             response = self._fail_over(request, intended, backup, given, limits, exc)
         except httpx.TransportError as exc:
             raise ExchangeError(request, cause=exc) from exc
-        if response.status_code >= 400 or not request.extensions.get("falwrap_stream"):
+        if response.status_code >= 400 or not request.extensions.get("falwrap_stream", False):
             # Read the body here, not in httpx.Client: a connection cut mid-body must
             # also become an ExchangeError, or fal_client would catch and retry it.
             try:
@@ -237,11 +255,12 @@ class FalTransport(httpx.BaseTransport):
     def _address(self, request: httpx.Request, url: httpx.URL, timeouts: dict[str, Any]) -> None:
         """Point ``request`` at where ``url`` really goes, naming ``url``'s host when rerouted."""
         routed = self.route(url)
-        request.url = routed
-        if routed.host != url.host:
-            request.headers[FORWARDED_HOST] = url.host
-        if routed.host != request.headers.get("host"):
+        # The usual request goes where it was built to go, Host header and all: nothing to change.
+        if routed is not request.url:
+            request.url = routed
             request.headers["Host"] = routed.netloc.decode("ascii")
+            if routed.host != url.host:
+                request.headers[FORWARDED_HOST] = url.host
         request.extensions["timeout"] = timeouts
 
     def _timeouts(
@@ -252,21 +271,25 @@ class FalTransport(httpx.BaseTransport):
         Raises:
             DeadlineExceeded: no time is left.
         """
-        timeouts = dict(given)
-        if request.extensions.get("falwrap_stream"):
-            timeouts["read"] = self._stream_read_timeout
-        elif limits.per_exchange is not None:
-            timeouts = _clamp(timeouts, limits.per_exchange)
+        timeouts = given
+        stream = request.extensions.get("falwrap_stream", False)
+        if stream:
+            timeouts = {**timeouts, "read": self._stream_read_timeout}
         if has_backup:
             connect = timeouts.get("connect")
-            timeouts["connect"] = PRIMARY_CONNECT_TIMEOUT if connect is None else min(connect, PRIMARY_CONNECT_TIMEOUT)
+            timeouts = {
+                **timeouts,
+                "connect": PRIMARY_CONNECT_TIMEOUT if connect is None else min(connect, PRIMARY_CONNECT_TIMEOUT),
+            }
+        # One clamp by the tighter of the two limits (the exchange's and the deadline's).
+        limit = None if stream else limits.per_exchange
         remaining = limits.remaining()
         if remaining is not None:
             if remaining <= 0:
                 msg = "the operation's deadline passed"
                 raise DeadlineExceeded(msg)
-            timeouts = _clamp(timeouts, remaining)
-        return timeouts
+            limit = remaining if limit is None or remaining < limit else limit
+        return timeouts if limit is None else _clamp(timeouts, limit)
 
     def _fail_over(
         self,
@@ -347,6 +370,39 @@ def transport_of(http: httpx.Client) -> FalTransport:
     return transport
 
 
+class _Cookies(httpx.Cookies):
+    """httpx's cookie store, which looks at a response only when it sets a cookie.
+
+    httpx hands every response to its cookie jar, building a ``urllib`` request
+    and response around it first; for the three or more answers of every job
+    (none of which sets a cookie: fal authenticates by key) that is more CPU
+    than falwrap's own bookkeeping of the call. A response that does set one is
+    stored exactly as before.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        """Store the cookies ``response`` sets, if it sets any."""
+        if response.headers.get_list("set-cookie"):
+            super().extract_cookies(response)
+
+
+class _Client(httpx.Client):
+    """The ``httpx.Client`` falwrap shares with fal_client: httpx's, with :class:`_Cookies` as its store."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._jar = _Cookies(kwargs.get("cookies"))
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        """The cookies the client keeps (see :class:`_Cookies`)."""
+        return self._jar
+
+    @cookies.setter
+    def cookies(self, cookies: httpx.Cookies | CookieJar | dict[str, str] | list[tuple[str, str]]) -> None:
+        self._jar = _Cookies(cookies)
+
+
 def build_http_client(
     *,
     api_key: str,
@@ -359,7 +415,7 @@ def build_http_client(
     pool = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     inner = httpx.HTTPTransport(limits=pool, retries=0)
     transport = FalTransport(base_url, inner, stream_read_timeout=stream_read_timeout)
-    return httpx.Client(
+    return _Client(
         transport=transport,
         headers={"Authorization": f"Key {api_key}", "User-Agent": user_agent},
         timeout=httpx.Timeout(120.0, connect=10.0),
