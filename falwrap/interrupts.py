@@ -13,15 +13,33 @@ replaced: an application with its own SIGINT handler keeps it.
 
 from __future__ import annotations
 
+import importlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import FrameType
+from types import FrameType, ModuleType
+from typing import Any
 
 import attrs
 
 __all__ = ["Deferred", "deferred_interrupt"]
+
+
+def _c_signal() -> ModuleType:
+    # The signal module wraps CPython's _signal to hand handlers back as enums where it
+    # can, which for a Python handler means raising and catching a ValueError inside the
+    # enum machinery: three times per submission, more than the rest of this module costs.
+    # _signal's functions do the same otherwise; other interpreters get the wrappers.
+    try:
+        return importlib.import_module("_signal")
+    except ImportError:  # pragma: no cover - not CPython
+        return signal
+
+
+_getsignal: Callable[[int], Any] = _c_signal().getsignal
+_setsignal: Callable[[int, Any], Any] = _c_signal().signal
+_SIGINT = int(signal.SIGINT)
 
 
 @attrs.define
@@ -40,7 +58,7 @@ def deferred_interrupt() -> Iterator[Deferred]:
         yield state
         return
     try:
-        previous = signal.getsignal(signal.SIGINT)
+        previous = _getsignal(_SIGINT)
     except ValueError:  # pragma: no cover - signals unavailable (embedded interpreters)
         yield state
         return
@@ -53,8 +71,8 @@ def deferred_interrupt() -> Iterator[Deferred]:
             signal.default_int_handler(signum, frame)
         state.pending = True
 
-    signal.signal(signal.SIGINT, hold)
+    _setsignal(_SIGINT, hold)
     try:
         yield state
     finally:
-        signal.signal(signal.SIGINT, previous)
+        _setsignal(_SIGINT, previous)
