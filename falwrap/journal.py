@@ -93,8 +93,12 @@ def fingerprint(endpoint: str, arguments: Mapping[str, Any]) -> str:
     Two calls with the same fingerprint would make the same request. Used to tell
     an idempotent retry from a reused key, and to recognise a job in fal's request list.
     """
-    canonical = json.dumps([endpoint, arguments], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = _CANONICAL.encode([endpoint, arguments])
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# One encoder for every job: json.dumps with options builds a new one per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class RequestTaken(Exception):
