@@ -46,6 +46,7 @@ __all__ = [
     "apply_settlement",
     "budget_error",
     "detached",
+    "detachment",
 ]
 
 
@@ -194,10 +195,13 @@ class MemoryJournal:
         with self._lock:
             entry = self._get(job_id)
             new, settled = apply_settlement(entry, settlement, now)
+            # One copy for the record flag and the call's end: copying 26 fields is most of this method's cost.
+            changes = detachment(new, now)
             if record is not None and not entry.recorded:
                 self._count_call(attrs.evolve(record, job_id=job_id) if record.job_id != job_id else record)
-                new = attrs.evolve(new, recorded=True)
-            new = detached(new, now)
+                changes["recorded"] = True
+            if changes:
+                new = attrs.evolve(new, **changes)
             self._put(entry, new)
             return settled
 
@@ -430,11 +434,17 @@ def detached(entry: JobEntry, now: datetime) -> JobEntry:
     Shared by every store. Reconciliation reads the time: a lost submission missing from
     fal's request list that long after the last call that could have sent it never arrived.
     """
+    changes = detachment(entry, now)
+    return attrs.evolve(entry, **changes) if changes else entry
+
+
+def detachment(entry: JobEntry, now: datetime) -> dict[str, Any]:
+    """The fields :func:`detached` changes, and their new values (none when the job is already detached)."""
     if entry.owner is None and (entry.done or entry.finished_at is not None):
-        return entry
+        return {}
     if entry.done:
-        return attrs.evolve(entry, owner=None)
-    return attrs.evolve(entry, owner=None, finished_at=now)
+        return {"owner": None}
+    return {"owner": None, "finished_at": now}
 
 
 def apply_settlement(entry: JobEntry, settlement: Settlement | None, now: datetime) -> tuple[JobEntry, bool]:
