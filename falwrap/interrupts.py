@@ -16,8 +16,8 @@ from __future__ import annotations
 import importlib
 import signal
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from types import FrameType, ModuleType
 from typing import Any
 
@@ -50,29 +50,37 @@ class Deferred:
     pending: bool = False
 
 
-@contextmanager
-def deferred_interrupt() -> Iterator[Deferred]:
+def deferred_interrupt() -> AbstractContextManager[Deferred]:
     """Hold the first SIGINT for the duration of the block (main thread, default handler only)."""
-    state = Deferred()
-    if threading.current_thread() is not threading.main_thread():
-        yield state
-        return
-    try:
-        previous = _getsignal(_SIGINT)
-    except ValueError:  # pragma: no cover - signals unavailable (embedded interpreters)
-        yield state
-        return
-    if previous is not signal.default_int_handler:
-        yield state
-        return
+    return _Deferral()
 
-    def hold(signum: int, frame: FrameType | None) -> None:
-        if state.pending:
+
+class _Deferral:
+    """The block of :func:`deferred_interrupt` (a class: it wraps every submission, in every thread)."""
+
+    __slots__ = ("_previous", "_state")
+
+    def __init__(self) -> None:
+        self._state = Deferred()
+        self._previous: Any = None
+
+    def __enter__(self) -> Deferred:
+        if threading.current_thread() is not threading.main_thread():
+            return self._state
+        try:
+            previous = _getsignal(_SIGINT)
+        except ValueError:  # pragma: no cover - signals unavailable (embedded interpreters)
+            return self._state
+        if previous is signal.default_int_handler:
+            _setsignal(_SIGINT, self._hold)
+            self._previous = previous
+        return self._state
+
+    def _hold(self, signum: int, frame: FrameType | None) -> None:
+        if self._state.pending:
             signal.default_int_handler(signum, frame)
-        state.pending = True
+        self._state.pending = True
 
-    _setsignal(_SIGINT, hold)
-    try:
-        yield state
-    finally:
-        _setsignal(_SIGINT, previous)
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            _setsignal(_SIGINT, self._previous)
