@@ -2,15 +2,16 @@
 
 Run from the repository root::
 
-    python -m benchmarks                                   # the full suite, about 3 minutes on 2 cores
-    python -m benchmarks --quick                           # smaller runs, about 1.5 minutes
+    python -m benchmarks                                   # the full suite, about 5 minutes on 2 cores
+    python -m benchmarks --quick                           # smaller runs, about 2 minutes
     python -m benchmarks --markdown benchmarks/RESULTS.md  # also write the whole output there
 
 Each benchmark is one script with its own ``main()`` (run it alone with
 ``python -m benchmarks.bench_<name>``) and prints its own detailed table with
 ratios against its peer; this runner runs them one after the other in this
-process (the client benchmarks start FakeFal in a child process where they say
-so) and ends with one line per goal. Exit status 0 when every goal is met.
+process (the client benchmarks start their servers, FakeFal and MiniFal, in a
+child process where they say so, and print what each does differently from fal)
+and ends with one line per goal. Exit status 0 when every goal is met.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from benchmarks import (
     bench_latency,
     bench_ledger,
     bench_limiter,
+    bench_long_jobs,
     bench_overhead,
     bench_throughput,
 )
@@ -135,6 +137,7 @@ BENCHMARKS: list[tuple[str, str, Runner]] = [
     ("bench_overhead", "per-call time, falwrap run vs fal_client subscribe", lambda q: _mine(bench_overhead, q)),
     ("bench_latency", "requests per job and completion->return latency", lambda q: _mine(bench_latency, q)),
     ("bench_throughput", "64 threads on one client: jobs/s and CPU per job", lambda q: _mine(bench_throughput, q)),
+    ("bench_long_jobs", "64 threads following 1 s jobs: CPU, requests, latency", lambda q: _mine(bench_long_jobs, q)),
     ("bench_limiter", "leaky bucket vs pyrate-limiter and limits", _limiter),
     ("bench_ledger", "cost ledger vs a list-of-dicts logger", _ledger),
     ("bench_journal", "the journal's cost per job, per store", lambda q: _mine(bench_journal, q)),

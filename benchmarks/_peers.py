@@ -12,13 +12,15 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import platform
+import random
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 import fal_client
 import httpx
@@ -80,15 +82,28 @@ def falwrap_client(url: str, key: str, *, status_stream: bool = True, max_concur
 # -- FakeFal in a child process ----------------------------------------------------------------------
 
 
-def _serve(conn: multiprocessing.connection.Connection, kwargs: dict[str, Any]) -> None:
+def _serve(conn: multiprocessing.connection.Connection, kwargs: dict[str, Any], spread: float) -> None:
     """Child process: run FakeFal and answer the parent's commands until told to stop."""
     from falwrap.testing import FakeFal
 
     with FakeFal(**kwargs) as fal:
+        stop = threading.Event()
+        if spread:
+            # FakeFal gives every job of a model one run time; changing it every few
+            # milliseconds gives jobs submitted apart their own, as real jobs have.
+            base = float(kwargs.get("latency") or 0.0)
+            rng = random.Random(7)
+
+            def vary() -> None:
+                while not stop.wait(0.003):
+                    fal.set_latency(base + rng.uniform(0.0, spread))
+
+            threading.Thread(target=vary, name="fakefal-spread", daemon=True).start()
         conn.send((fal.url, fal.key))
         while True:
             command, args = conn.recv()
             if command == "stop":
+                stop.set()
                 conn.send(None)
                 return
             if command == "counters":
@@ -103,6 +118,9 @@ def _serve(conn: multiprocessing.connection.Connection, kwargs: dict[str, Any]) 
                 conn.send(None)
             elif command == "cpu":
                 conn.send(time.process_time())
+            elif command == "completed":
+                views = fal.jobs.values()
+                conn.send({str(v.arguments.get("prompt")): v.completed_at for v in views if v.completed_at})
             else:  # pragma: no cover - a programming error in the parent
                 conn.send(ValueError(command))
 
@@ -114,11 +132,13 @@ class RemoteFakeFal:
     Uses the ``spawn`` start method: the parent may already run threads.
 
     Args:
+        spread: Each job runs up to this much longer than ``latency`` (uniformly at random), seconds.
         **kwargs: passed to ``FakeFal`` (``latency``, ``concurrency``, ...).
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, spread: float = 0.0, **kwargs: Any) -> None:
         self._kwargs = kwargs
+        self._spread = spread
         self._conn: multiprocessing.connection.Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self.url = ""
@@ -127,7 +147,9 @@ class RemoteFakeFal:
     def __enter__(self) -> RemoteFakeFal:
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, self._kwargs), name="fakefal", daemon=True)
+        self._process = context.Process(
+            target=_serve, args=(child, self._kwargs, self._spread), name="fakefal", daemon=True
+        )
         self._process.start()
         self._conn = parent
         self.url, self.key = parent.recv()
@@ -170,6 +192,69 @@ class RemoteFakeFal:
         """CPU time the emulator's process has used so far."""
         seconds: float = self._ask("cpu")
         return seconds
+
+    def completed(self) -> dict[str, float]:
+        """When each job completed, by its ``prompt`` (``time.monotonic``: one clock on one machine)."""
+        times: dict[str, float] = self._ask("completed")
+        return times
+
+
+class RemoteServer(Protocol):
+    """A fal server in a child process, as the client benchmarks use it (RemoteFakeFal, RemoteMiniFal)."""
+
+    url: str
+    key: str
+
+    def __enter__(self) -> RemoteServer: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Requests received per route."""
+        ...
+
+    def reset_counters(self) -> None:
+        """Zero the counters."""
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server's process has used so far."""
+        ...
+
+    def completed(self) -> dict[str, float]:
+        """When each job completed, by its ``prompt``."""
+        ...
+
+
+#: What each benchmark server does differently from fal (printed in every client benchmark's notes).
+SERVER_NOTES = {
+    "fakefal": (
+        "FakeFal, the project's emulator (falwrap.testing), in a child process: a ThreadingHTTPServer, "
+        "one Python thread per connection under one GIL (about 0.35 ms of its CPU per request); hands out "
+        "URLs on its own origin, so only the submission is rerouted (fal's answers name queue.fal.run); "
+        "writes what is ready at once in one write"
+    ),
+    "minifal": (
+        "MiniFal (benchmarks/_minifal.py), an independent asyncio server in a child process: every route "
+        "about equally cheap, no key check, no queue, no logs; names queue.fal.run in its answers as fal "
+        "does, so both clients reroute every request to it; writes what is ready at once in one write"
+    ),
+}
+#: What both do differently from fal: loopback on this machine's cores, no TLS, no proxies, few headers.
+COMMON_NOTE = "both: plain HTTP on loopback, sharing this machine's 2 cores with the client; no TLS, no proxy"
+
+
+def remote_server(name: str, *, latency: float = 0.0, spread: float = 0.0, concurrency: int = 64) -> RemoteServer:
+    """A benchmark server by name (``fakefal`` or ``minifal``), not yet started (use it as a context manager)."""
+    if name == "fakefal":
+        return RemoteFakeFal(latency=latency, spread=spread, concurrency=concurrency)
+    if name == "minifal":
+        from benchmarks._minifal import RemoteMiniFal
+
+        # MiniFal has no account-wide concurrency: every job starts at once.
+        return RemoteMiniFal(latency=latency, spread=spread)
+    msg = f"unknown server {name!r}; known: {', '.join(SERVER_NOTES)}"
+    raise ValueError(msg)
 
 
 @dataclass(frozen=True)
@@ -250,9 +335,12 @@ def flush() -> None:
 
 __all__ = [
     "ARGUMENTS",
+    "COMMON_NOTE",
     "MODEL",
+    "SERVER_NOTES",
     "RawFalClient",
     "RemoteFakeFal",
+    "RemoteServer",
     "Summary",
     "falwrap_client",
     "flush",
@@ -261,5 +349,6 @@ __all__ = [
     "percentile",
     "print_checks",
     "raw_client",
+    "remote_server",
     "warm_up",
 ]

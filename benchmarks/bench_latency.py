@@ -23,6 +23,16 @@ for that job (the same clock, the same process; each job carries a unique
 prompt to find it). Requests per job are FakeFal's counters over a wave, every
 route included, divided by its jobs.
 
+Server: FakeFal, the project's emulator, in this process, so that its job table
+and completion times are at hand on the caller's clock. Unlike fal, it shares
+the clients' GIL (its connection threads' Python work is on the same two cores
+and the same lock as the calls measured), hands out status and result URLs on
+its own origin (fal's name queue.fal.run), speaks plain HTTP on loopback (no
+TLS, no proxies) and writes what is ready at once in one write (a status
+stream's head with its first event, COMPLETED with the end of the body).
+``bench_long_jobs`` measures the same goals with 64 threads against servers in
+a child process, FakeFal and an independent one.
+
 Contenders: falwrap with the status stream (default) and with polling
 (``status_stream=False``: the fallback, backing off from 0.1 s to 2 s); raw
 ``subscribe`` with its default 0.1 s interval and with ``interval=0.01`` (ten
@@ -205,6 +215,10 @@ def bench(argv: list[str] | None = None) -> tuple[int, list[Summary]]:
         f"jobs of {JOB_SECONDS:g} s + U(0, {JOB_SPREAD_S:g}) s on FakeFal (in process); {rounds} rounds x "
         f"{args.concurrency} concurrent jobs per contender (starts spread over {STAGGER_S:g} s), waves alternating; "
         "latency = call returned - FakeFal completed_at"
+    )
+    print(
+        "server: FakeFal in this process (sharing the clients' GIL), URLs on its own origin, plain HTTP on "
+        "loopback; writes what is ready at once in one write"
     )
     print()
     return report(*run(rounds, args.concurrency))
