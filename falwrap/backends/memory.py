@@ -77,7 +77,9 @@ def _positive(_inst: object, attribute: attrs.Attribute[int], value: int) -> Non
         raise ValueError(msg)
 
 
-@attrs.define
+# Validators run when the journal is made, not on every assignment: its counters change on
+# every job, and attrs' validate-on-assignment hook is a Python-level __setattr__ for each.
+@attrs.define(on_setattr=attrs.setters.NO_OP)
 class MemoryJournal:
     """A :class:`~falwrap.journal.Journal` in this process's memory. Thread-safe (one lock).
 
