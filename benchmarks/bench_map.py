@@ -24,6 +24,11 @@ largest number of arrivals within any ten seconds: the rate allows ``rate/6``,
 plus one at the window's edge and one more for arrival jitter (a submission
 granted on time can reach the emulator some milliseconds late on a busy
 machine, bunching with the next). The one-second figure shows the bursts.
+
+What FakeFal does differently from fal here: it shares this process (and its
+GIL) with both contenders, answers on loopback in plain HTTP, and limits no
+rate of its own: where fal would answer an unpaced pool with 429s, FakeFal
+accepts every submission and only counts it.
 """
 
 from __future__ import annotations
