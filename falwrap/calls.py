@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
 
+import attrs
+
 from falwrap import retry as _retry
 from falwrap.accounting import Accountant, Ticket
 from falwrap.catalog import ModelInfo
@@ -71,6 +73,13 @@ class Calls:
         self._limiter = limiter
         self._reconciler = reconciler
         self._hooks = hooks
+        # fal's request options from the config, built once (a frozen value); a call's webhook
+        # URL makes its own copy.
+        self._options = RequestOptions(
+            priority=None if config.queue_priority == "normal" else "low", start_timeout=config.start_timeout,
+            server_retries=config.server_retries, fallbacks=config.fallbacks,
+            object_lifecycle=config.object_lifecycle,
+        )  # fmt: skip
         self._leases = LeaseKeeper()
         self._lock = threading.Lock()
         # Places held for jobs sent with submit(), until seen finished here (request id -> place, since).
@@ -89,13 +98,8 @@ class Calls:
 
     def spec(self, plan: Plan, on_progress: ProgressCallback | None, webhook_url: str | None) -> JobSpec:
         """The job as the runner runs it: deadline from now, fal's request options from the config."""
-        config = self._config
         now = self._runner.clock()
-        options = RequestOptions(
-            webhook_url=webhook_url, priority=None if config.queue_priority == "normal" else "low",
-            start_timeout=config.start_timeout, server_retries=config.server_retries, fallbacks=config.fallbacks,
-            object_lifecycle=config.object_lifecycle,
-        )  # fmt: skip
+        options = self._options if webhook_url is None else attrs.evolve(self._options, webhook_url=webhook_url)
         return JobSpec(plan.endpoint, plan.arguments, now + plan.timeout, plan.timeout, now, options, on_progress)
 
     def run(self, ticket: Ticket, spec: JobSpec) -> Output:

@@ -59,6 +59,18 @@ class CallMetrics:
             buckets=DURATION_BUCKETS,
             registry=reg,
         )
+        # Each metric's child per label values, looked up once: prometheus_client's labels()
+        # validates and locks on every call (about 5 us each, four times a call). The label
+        # sets are few (models x operations x outcomes), so the cache stays small. Two threads
+        # filling the same entry store the same child: labels() returns one per label set.
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)  # the metrics live as long as self
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe(self, rec: CallRecord) -> None:
         """Count one finished call.
@@ -67,12 +79,12 @@ class CallMetrics:
             rec: The call's record.
         """
         outcome = "success" if rec.success else "failure"
-        self.calls.labels(rec.model_id, rec.operation, outcome).inc()
+        self._child(self.calls, rec.model_id, rec.operation, outcome).inc()
         if not rec.success:
-            self.failures.labels(rec.model_id, rec.error_code or "UNKNOWN_ERROR").inc()
+            self._child(self.failures, rec.model_id, rec.error_code or "UNKNOWN_ERROR").inc()
         if rec.cost_usd:
-            self.cost.labels(rec.model_id).inc(float(rec.cost_usd))
-        self.duration.labels(rec.model_id, rec.operation).observe(rec.duration_ms / 1000.0)
+            self._child(self.cost, rec.model_id).inc(float(rec.cost_usd))
+        self._child(self.duration, rec.model_id, rec.operation).observe(rec.duration_ms / 1000.0)
 
 
 class _Default:
