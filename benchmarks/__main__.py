@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    python -m benchmarks                                   # the full suite, about 5 minutes on 2 cores
-    python -m benchmarks --quick                           # smaller runs, about 2 minutes
+    python -m benchmarks                                   # the full suite, about 14 minutes on 2 cores
+    python -m benchmarks --quick                           # smaller runs, about 5 minutes
     python -m benchmarks --markdown benchmarks/RESULTS.md  # also write the whole output there
 
 Each benchmark is one script with its own ``main()`` (run it alone with
@@ -35,8 +35,10 @@ from benchmarks import (
     bench_ledger,
     bench_limiter,
     bench_long_jobs,
+    bench_map,
     bench_overhead,
     bench_throughput,
+    soak,
 )
 from benchmarks._peers import Summary, machine
 
@@ -113,6 +115,13 @@ def _limiter(quick: bool) -> tuple[int, list[Summary]]:
     return status, goal_lines(tee.copy.getvalue())
 
 
+def _soak(quick: bool) -> tuple[int, list[Summary]]:
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        status = soak.main(["--seconds", "30"] if quick else [])
+    return status, goal_lines(tee.copy.getvalue())
+
+
 def _ledger(quick: bool) -> tuple[int, list[Summary]]:
     tee = _Tee(sys.stdout)
     with contextlib.redirect_stdout(tee):
@@ -141,6 +150,12 @@ BENCHMARKS: list[tuple[str, str, Runner]] = [
     ("bench_limiter", "leaky bucket vs pyrate-limiter and limits", _limiter),
     ("bench_ledger", "cost ledger vs a list-of-dicts logger", _ledger),
     ("bench_journal", "the journal's cost per job, per store", lambda q: _mine(bench_journal, q)),
+    (
+        "bench_map",
+        "a batch at 600 a minute: map() vs a thread pool",
+        lambda q: bench_map.main(["--jobs", "200"] if q else []),
+    ),
+    ("soak", "32 threads, 10% faults for 2 minutes: ledger vs fal's bill", _soak),
 ]
 
 
