@@ -62,7 +62,9 @@ def raw_client(url: str, key: str, max_connections: int = 100) -> RawFalClient:
     return RawFalClient(key=key, target=url, max_connections=max_connections)
 
 
-def falwrap_client(url: str, key: str, *, status_stream: bool = True, max_concurrent: int | None = None) -> FalClient:
+def falwrap_client(
+    url: str, key: str, *, status_stream: bool = True, max_concurrent: int | None = None, store_url: str = "memory:"
+) -> FalClient:
     """A FalClient on the emulator, as a user would configure it, with a rate limit that never binds.
 
     The default limit (60 a minute) would measure the limiter; raw fal_client
@@ -75,6 +77,7 @@ def falwrap_client(url: str, key: str, *, status_stream: bool = True, max_concur
         rate_limit=RateLimitConfig(requests_per_minute=1e9, burst=100_000, max_concurrent=max_concurrent),
         timeouts=Timeouts(image=120),
         status_stream=status_stream,
+        store_url=store_url,
     )
     return FalClient(config)
 
