@@ -51,7 +51,8 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from falwrap.backends.sql import Dialect, apply_migrations
 from falwrap.backends.sql_journal import SqlJournal
-from falwrap.backends.sql_limits import DEFAULT_LEASE_SECONDS, SqlConcurrencyLimit, SqlLeakyBucket
+from falwrap.backends.sql_limits import SqlConcurrencyLimit, SqlLeakyBucket
+from falwrap.backends.store_limits import DEFAULT_LEASE_SECONDS
 from falwrap.errors import BackendUnavailableError, ConfigurationError
 from falwrap.limits import ConcurrencyLimiter, RateLimiter, check_count
 

@@ -14,6 +14,9 @@ process killed while holding a place loses it when the lease runs out, so no
 crash can hold a place forever; :meth:`Slot.renew` extends a lease during a
 long job.
 
+Both run the waiting, the deadlines and the slots of :mod:`falwrap.backends.store_limits`;
+this module holds their Lua scripts.
+
 Errors: problems found at construction (bad URL, server not answering) raise
 :class:`~falwrap.errors.ConfigurationError`. A Redis failure at call time raises
 :class:`~falwrap.errors.BackendUnavailableError` (a ``ConnectionError``) chained
@@ -33,23 +36,15 @@ redis-py is imported by this module only, so ``import falwrap`` never needs it.
 
 from __future__ import annotations
 
-import logging
-import math
-import os
-import time
-import uuid
-
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from falwrap.backends.redis_errors import describe, limiter_unavailable
-from falwrap.errors import BackendUnavailableError, ConfigurationError
-from falwrap.limits import Slot, check_count, check_rate, check_timeout, concurrency_timeout, rate_timeout
+from falwrap.backends.store_limits import DEFAULT_LEASE_SECONDS, MICROS, StoreConcurrencyLimit, StoreLeakyBucket
+from falwrap.errors import ConfigurationError
 
 __all__ = ["RedisConcurrencyLimit", "RedisLeakyBucket", "redis_client_from_url"]
-
-logger = logging.getLogger(__name__)
 
 #: Seconds to wait for a connection or an answer. Every command falwrap sends is a
 #: short script or read (microseconds to a millisecond of server time), so half a second
@@ -60,13 +55,6 @@ SOCKET_TIMEOUT = 0.5
 #: One immediate retry: enough to replace a pooled connection that a Redis restart
 #: closed, without multiplying the time a dead server takes to report.
 RETRIES = 1
-
-#: Longest pause between two polls of a full RedisConcurrencyLimit. Polling starts
-#: at POLL_MIN and doubles; a place freed by release() is seen within this delay.
-POLL_MAX = 0.1
-POLL_MIN = 0.005
-
-_MICROS = 1_000_000
 
 # KEYS[1] = state key. ARGV = emission interval (us), tolerance (us), longest wait
 # the caller accepts (us; -1 = any). Returns {granted, wait_us, new_tat, previous_tat}.
@@ -179,7 +167,7 @@ def _check_key(key: str) -> str:
     return key
 
 
-class RedisLeakyBucket:
+class RedisLeakyBucket(StoreLeakyBucket):
     """A leaky bucket (GCRA) shared by every process using the same Redis key.
 
     The same interface and behaviour as :class:`~falwrap.limiter.LeakyBucket`:
@@ -211,144 +199,41 @@ class RedisLeakyBucket:
         *,
         check: bool = True,
     ) -> None:
-        self._rate = check_rate(rate_per_minute)
-        self._burst = check_count(burst, "burst")
+        super().__init__(rate_per_minute, burst)
         self._key = _check_key(key)
         self._redis = redis_client
-        self._interval_us = max(1, math.ceil(60 * _MICROS / self._rate))
-        self._tolerance_us = (self._burst - 1) * self._interval_us
         self._acquire_script = redis_client.register_script(_GCRA_ACQUIRE)
         self._give_back_script = redis_client.register_script(_GCRA_GIVE_BACK)
         if check:
             _check_reachable(redis_client)
 
     @property
-    def rate_per_minute(self) -> float:
-        """Sustained grants per minute, across all processes."""
-        return self._rate
-
-    @property
-    def burst(self) -> int:
-        """Grants that may go back to back after an idle spell."""
-        return self._burst
-
-    @property
     def key(self) -> str:
         """The Redis key holding the state."""
         return self._key
 
-    def __repr__(self) -> str:
-        return f"RedisLeakyBucket(key={self._key!r}, rate_per_minute={self._rate:g}, burst={self._burst})"
+    def _where(self) -> str:
+        return f"key={self._key!r}"
 
-    def _run(self, max_wait_us: int) -> list[int]:
+    def _reserve(self, max_wait_us: int | None) -> tuple[bool, int, int, int]:
         try:
-            result = self._acquire_script(keys=[self._key], args=[self._interval_us, self._tolerance_us, max_wait_us])
+            result = self._acquire_script(
+                keys=[self._key],
+                args=[self._interval_us, self._tolerance_us, -1 if max_wait_us is None else max_wait_us],
+            )
         except redis.RedisError as exc:
             raise limiter_unavailable(self._redis, exc) from exc
-        return [int(x) for x in result]
+        granted, wait_us, reserved, previous = (int(x) for x in result)
+        return bool(granted), wait_us, reserved, previous
 
-    def acquire(self, timeout: float | None = None) -> float:
-        """Wait for the next request slot and take it; waiters are served in arrival order.
-
-        Thread-safe and process-safe.
-
-        Args:
-            timeout: Longest wait in seconds; ``None`` waits as long as needed.
-
-        Returns:
-            Seconds waited (0.0 when a slot was free).
-
-        Raises:
-            RateLimitTimeout: the slot is further away than ``timeout`` (raised at
-                once, ``wait`` set, nothing reserved).
-            BackendUnavailableError: Redis could not be reached.
-        """
-        limit = check_timeout(timeout)
-        start = time.monotonic()
-        granted, wait_us, reserved, previous = self._run(-1 if limit is None else math.floor(limit * _MICROS))
-        if not granted:
-            raise rate_timeout(wait_us / _MICROS, limit or 0.0)
-        if wait_us == 0:
-            return 0.0
-        # The wait is a duration measured by Redis; sleeping it out on the local
-        # clock keeps the slot's time whatever the offset between the two clocks.
-        # Counted from the reply, not the request, so network latency can only
-        # make the grant late, never early.
-        due = time.monotonic() + wait_us / _MICROS
-        try:
-            while True:
-                remaining = due - time.monotonic()
-                if remaining <= 0.0:
-                    return time.monotonic() - start
-                time.sleep(remaining)
-        except BaseException:
-            self._give_back(reserved, previous)
-            raise
-
-    def try_acquire(self) -> float:
-        """Take a slot only if one is free now; never waits and never queues.
-
-        Thread-safe and process-safe.
-
-        Returns:
-            0.0 when a slot was granted, else the seconds until one would be
-            (nothing is reserved).
-
-        Raises:
-            BackendUnavailableError: Redis could not be reached.
-        """
-        granted, wait_us, _, _ = self._run(0)
-        return 0.0 if granted else wait_us / _MICROS
-
-    def _give_back(self, reserved: int, previous: int) -> None:
+    def _undo(self, reserved: int, previous: int) -> None:
         try:
             self._give_back_script(keys=[self._key], args=[reserved, previous])
-        except redis.RedisError:
-            # Best effort while another exception propagates: the slot stays a gap.
-            logger.warning("could not give back an interrupted rate-limit slot", exc_info=True)
+        except redis.RedisError as exc:
+            raise limiter_unavailable(self._redis, exc) from exc
 
 
-class _RedisSlot(Slot):
-    """A lease held in a :class:`RedisConcurrencyLimit`."""
-
-    __slots__ = ("_id", "_limit", "_released", "lease_seconds")
-
-    def __init__(self, limit: RedisConcurrencyLimit, lease_id: str) -> None:
-        self._limit = limit
-        self._id = lease_id
-        self._released = False
-        self.lease_seconds = limit.lease_seconds
-
-    def release(self) -> None:
-        """Give the place back (idempotent).
-
-        A Redis failure here is logged, not raised -- ``release()`` usually runs
-        while another exception propagates -- and the lease then runs out by itself.
-        """
-        if self._released:
-            return
-        self._released = True
-        self._limit._release(self._id)
-
-    def renew(self) -> bool:
-        """Extend the lease by ``lease_seconds`` from now; call it more often than that.
-
-        A lease that had already run out is taken back if a place is free.
-
-        Returns:
-            ``True`` while the place is held; ``False`` after :meth:`release`, when
-            every place was taken by others, or when Redis could not be reached
-            (logged).
-        """
-        if self._released:
-            return False
-        return self._limit._renew(self._id)
-
-    def __repr__(self) -> str:
-        return f"<RedisSlot {self._id} {'released' if self._released else 'held'}>"
-
-
-class RedisConcurrencyLimit:
+class RedisConcurrencyLimit(StoreConcurrencyLimit):
     """At most ``max_in_flight`` jobs in flight across every process using the same Redis key.
 
     Places are leases that run out after ``lease_seconds`` unless renewed, so a
@@ -371,52 +256,31 @@ class RedisConcurrencyLimit:
         ConfigurationError: a value is out of range, or Redis does not answer.
     """
 
+    SLOT_NAME = "RedisSlot"
+
     def __init__(
         self,
         redis_client: redis.Redis,
         key: str,
         max_in_flight: int,
-        lease_seconds: float = 60,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
         *,
         check: bool = True,
     ) -> None:
-        self._max = check_count(max_in_flight, "max_in_flight")
+        super().__init__(max_in_flight, lease_seconds)
         self._key = _check_key(key)
-        if (
-            not isinstance(lease_seconds, (int, float))
-            or isinstance(lease_seconds, bool)
-            or not math.isfinite(lease_seconds)
-            or lease_seconds < 0.01
-        ):
-            msg = f"lease_seconds={lease_seconds!r} is not valid: expected a number of seconds of at least 0.01."
-            raise ConfigurationError(msg, variable="lease_seconds")
-        self._lease_seconds = float(lease_seconds)
-        self._lease_us = math.ceil(lease_seconds * _MICROS)
         self._redis = redis_client
         self._script = redis_client.register_script(_LEASE)
         if check:
             _check_reachable(redis_client)
 
     @property
-    def max_in_flight(self) -> int:
-        """The cap on jobs in flight, across all processes."""
-        return self._max
-
-    @property
-    def lease_seconds(self) -> float:
-        """How long a place is held without renewal."""
-        return self._lease_seconds
-
-    @property
     def key(self) -> str:
         """The Redis key holding the leases."""
         return self._key
 
-    def __repr__(self) -> str:
-        return (
-            f"RedisConcurrencyLimit(key={self._key!r}, max_in_flight={self._max}, "
-            f"lease_seconds={self._lease_seconds:g})"
-        )
+    def _where(self) -> str:
+        return f"key={self._key!r}"
 
     def in_flight(self) -> int:
         """Places held right now, across all processes (expired leases not counted).
@@ -425,71 +289,23 @@ class RedisConcurrencyLimit:
             BackendUnavailableError: Redis could not be reached.
         """
         try:
-            return int(self._redis.zcount(self._key, f"({self._redis_now_us()}", "+inf"))
+            seconds, micros = self._redis.time()
+            now_us = int(seconds) * MICROS + int(micros)
+            return int(self._redis.zcount(self._key, f"({now_us}", "+inf"))
         except redis.RedisError as exc:
             raise limiter_unavailable(self._redis, exc) from exc
 
-    def _redis_now_us(self) -> int:
-        seconds, micros = self._redis.time()
-        return int(seconds) * _MICROS + int(micros)
-
-    def _call(self, lease_id: str, renew: bool) -> tuple[bool, float]:
+    def _take(self, lease_id: str, renew: bool) -> tuple[bool, float]:
         try:
             held, wait_us = self._script(
                 keys=[self._key], args=[self._max, self._lease_us, lease_id, 1 if renew else 0]
             )
         except redis.RedisError as exc:
             raise limiter_unavailable(self._redis, exc) from exc
-        return bool(held), int(wait_us) / _MICROS
+        return bool(held), int(wait_us) / MICROS
 
-    def acquire(self, timeout: float | None = None) -> Slot:
-        """Wait for a free place and hold it as a lease.
-
-        Thread-safe and process-safe. Not FIFO: whichever poll comes first wins.
-
-        Args:
-            timeout: Longest wait in seconds; ``None`` waits as long as needed, 0
-                takes a place only if one is free now.
-
-        Returns:
-            The held :class:`~falwrap.limiter.Slot`; its ``lease_seconds`` says how
-            often to :meth:`~falwrap.limiter.Slot.renew` it during a long job.
-
-        Raises:
-            RateLimitTimeout: no place came free within ``timeout``.
-            BackendUnavailableError: Redis could not be reached.
-        """
-        limit = check_timeout(timeout)
-        deadline = None if limit is None else time.monotonic() + limit
-        lease_id = f"{os.getpid()}-{uuid.uuid4().hex}"
-        pause = POLL_MIN
-        while True:
-            held, earliest_expiry = self._call(lease_id, renew=False)
-            if held:
-                return _RedisSlot(self, lease_id)
-            nap = min(pause, max(earliest_expiry, 0.001))
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0.0:
-                    raise concurrency_timeout(self._max, limit or 0.0)
-                nap = min(nap, remaining)
-            time.sleep(nap)
-            pause = min(pause * 2, POLL_MAX)
-
-    def _release(self, lease_id: str) -> None:
+    def _drop(self, lease_id: str) -> None:
         try:
             self._redis.zrem(self._key, lease_id)
-        except redis.RedisError:
-            logger.warning(
-                "could not release a concurrency lease in Redis; it frees itself after %g s",
-                self._lease_seconds,
-                exc_info=True,
-            )
-
-    def _renew(self, lease_id: str) -> bool:
-        try:
-            held, _ = self._call(lease_id, renew=True)
-        except BackendUnavailableError:
-            logger.warning("could not renew a concurrency lease in Redis", exc_info=True)
-            return False
-        return held
+        except redis.RedisError as exc:
+            raise limiter_unavailable(self._redis, exc) from exc

@@ -50,7 +50,8 @@ from urllib.parse import unquote
 
 from falwrap.backends.sql import Dialect, apply_migrations
 from falwrap.backends.sql_journal import SqlJournal
-from falwrap.backends.sql_limits import DEFAULT_LEASE_SECONDS, SqlConcurrencyLimit, SqlLeakyBucket
+from falwrap.backends.sql_limits import SqlConcurrencyLimit, SqlLeakyBucket
+from falwrap.backends.store_limits import DEFAULT_LEASE_SECONDS
 from falwrap.errors import BackendUnavailableError, ConfigurationError
 from falwrap.limits import ConcurrencyLimiter, RateLimiter
 
