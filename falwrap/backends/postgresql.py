@@ -2,8 +2,9 @@
 
 ``postgresql://user:password@host:5432/dbname`` (``postgres://`` too; any libpq
 parameter may be added as a query, e.g. ``?sslmode=require``). Install with
-``pip install 'falwrap[postgresql]'`` (psycopg 3 and psycopg-pool). The statements
-are those of :mod:`falwrap.backends.sql_journal` and :mod:`falwrap.backends.sql_limits`.
+``pip install 'falwrap[postgresql]'`` (psycopg 3 and psycopg-pool). The store is a
+:class:`~falwrap.backends.sql_store.SqlStore`; the statements are those of
+:mod:`falwrap.backends.sql_journal` and :mod:`falwrap.backends.sql_limits`.
 
 One :class:`psycopg_pool.ConnectionPool` per store, shared by the journal and the
 limits. Transactions run at READ COMMITTED, the server's default:
@@ -49,12 +50,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.errors import _WaitTimeout
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from falwrap.backends.sql import Dialect, apply_migrations
-from falwrap.backends.sql_journal import SqlJournal
-from falwrap.backends.sql_limits import SqlConcurrencyLimit, SqlLeakyBucket
-from falwrap.backends.store_limits import DEFAULT_LEASE_SECONDS
+from falwrap.backends.sql import Dialect
+from falwrap.backends.sql_store import SqlStore
 from falwrap.errors import BackendUnavailableError, ConfigurationError
-from falwrap.limits import ConcurrencyLimiter, RateLimiter, check_count
+from falwrap.limits import check_count
 
 __all__ = [
     "CALL_TIMEOUT",
@@ -227,7 +226,7 @@ def open_database(url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -
     return PostgresDatabase(pool, where)
 
 
-class PostgresStore:
+class PostgresStore(SqlStore[PostgresDatabase]):
     """The ``postgresql:`` store: a :class:`~falwrap.backends.sql_journal.SqlJournal` and the SQL limits on one pool.
 
     Thread-safe, and safe across processes and hosts. Open it with :meth:`from_url`.
@@ -236,11 +235,6 @@ class PostgresStore:
         db: The database, its schema migrated.
         namespace: The namespace rows are written under.
     """
-
-    def __init__(self, db: PostgresDatabase, namespace: str) -> None:
-        self._db = db
-        self._namespace = namespace
-        self._journal = SqlJournal(db, namespace, on_close=self.close)
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> PostgresStore:
@@ -258,51 +252,23 @@ class PostgresStore:
             ConfigurationError: the URL or a value is invalid, the server does not answer,
                 the tables cannot be created, or the schema is newer than this falwrap.
         """
-        if not isinstance(namespace, str) or not namespace:
-            msg = "The store namespace must be a non-empty string (a hash of the API key)."
-            raise ConfigurationError(msg, variable="namespace")
-        check_count(max_connections, "max_connections")
-        db = open_database(url, max_connections=max_connections)
-        try:
-            apply_migrations(db, where=db.where)
-        except (BackendUnavailableError, psycopg.Error) as exc:
-            db.close()
-            msg = f"The falwrap tables in PostgreSQL at {db.where} could not be created or upgraded ({exc})."
-            raise ConfigurationError(msg, variable="FALWRAP_STORE_URL") from exc
-        except BaseException:
-            db.close()
-            raise
-        return cls(db, namespace)
 
-    def __repr__(self) -> str:
-        return f"PostgresStore({self._db.where!r}, namespace={self._namespace!r})"
+        def open_db() -> PostgresDatabase:
+            check_count(max_connections, "max_connections")
+            return open_database(url, max_connections=max_connections)
 
-    @property
-    def journal(self) -> SqlJournal:
-        """The journal of jobs, holds and records."""
-        return self._journal
+        return cls._open(namespace, open_db)
 
-    def rate_limiter(self, rate_per_minute: float, burst: int) -> RateLimiter:
-        """The namespace's GCRA schedule, on the server's clock, at this rate.
+    @classmethod
+    def _where(cls, db: PostgresDatabase) -> str:
+        return db.where
 
-        Raises:
-            ConfigurationError: a value is out of range.
-        """
-        return SqlLeakyBucket(self._db, self._namespace, rate_per_minute, burst)
-
-    def concurrency_limiter(
-        self, max_in_flight: int, *, lease_seconds: float = DEFAULT_LEASE_SECONDS
-    ) -> ConcurrencyLimiter:
-        """The namespace's cap on jobs in flight across hosts; places lapse after ``lease_seconds``.
-
-        Raises:
-            ConfigurationError: a value is out of range.
-        """
-        return SqlConcurrencyLimit(self._db, self._namespace, max_in_flight, lease_seconds)
-
-    def close(self) -> None:
-        """Close the connection pool; idempotent."""
-        self._db.close()
+    @classmethod
+    def _migration_failure(cls, db: PostgresDatabase, exc: Exception) -> ConfigurationError | None:
+        if not isinstance(exc, (BackendUnavailableError, psycopg.Error)):
+            return None
+        msg = f"The falwrap tables in PostgreSQL at {db.where} could not be created or upgraded ({exc})."
+        return ConfigurationError(msg, variable="FALWRAP_STORE_URL")
 
 
 def wipe(url: str, namespace: str) -> None:

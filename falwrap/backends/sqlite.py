@@ -1,7 +1,8 @@
 """The ``sqlite:`` store: the journal and the limits in one SQLite file, shared by every process on the machine.
 
 ``sqlite:///absolute/path/to/falwrap.db`` (the directory is created when missing).
-Built on the standard library's :mod:`sqlite3`; the statements are those of
+Built on the standard library's :mod:`sqlite3`; the store is a
+:class:`~falwrap.backends.sql_store.SqlStore`, and the statements are those of
 :mod:`falwrap.backends.sql_journal` and :mod:`falwrap.backends.sql_limits`.
 
 How it is made safe and fast for many threads and several processes:
@@ -48,12 +49,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote
 
-from falwrap.backends.sql import Dialect, apply_migrations
-from falwrap.backends.sql_journal import SqlJournal
-from falwrap.backends.sql_limits import SqlConcurrencyLimit, SqlLeakyBucket
-from falwrap.backends.store_limits import DEFAULT_LEASE_SECONDS
+from falwrap.backends.sql import Dialect
+from falwrap.backends.sql_store import SqlStore
 from falwrap.errors import BackendUnavailableError, ConfigurationError
-from falwrap.limits import ConcurrencyLimiter, RateLimiter
 
 __all__ = ["BUSY_TIMEOUT", "SQLITE", "SqliteDatabase", "SqliteStore", "open_database", "path_of"]
 
@@ -323,7 +321,7 @@ def open_database(url: str) -> SqliteDatabase:
     return SqliteDatabase(path)
 
 
-class SqliteStore:
+class SqliteStore(SqlStore[SqliteDatabase]):
     """The ``sqlite:`` store: a :class:`~falwrap.backends.sql_journal.SqlJournal` and the SQL limits on one file.
 
     Thread-safe and safe across processes on one machine. Open it with :meth:`from_url`.
@@ -332,11 +330,6 @@ class SqliteStore:
         db: The database, its schema migrated.
         namespace: The namespace rows are written under.
     """
-
-    def __init__(self, db: SqliteDatabase, namespace: str) -> None:
-        self._db = db
-        self._namespace = namespace
-        self._journal = SqlJournal(db, namespace, on_close=self.close)
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str) -> SqliteStore:
@@ -353,51 +346,19 @@ class SqliteStore:
             ConfigurationError: the URL or namespace is invalid; the path is relative,
                 not writable, or not a database; or its schema is newer than this falwrap.
         """
-        if not isinstance(namespace, str) or not namespace:
-            msg = "The store namespace must be a non-empty string (a hash of the API key)."
-            raise ConfigurationError(msg, variable="namespace")
-        db = open_database(url)
-        try:
-            apply_migrations(db, where=str(db.path))
-        except BackendUnavailableError as exc:
-            db.close()
-            raise _unusable(db.path, exc.__cause__ or exc) from exc
-        except BaseException:
-            db.close()
-            raise
-        return cls(db, namespace)
+        return cls._open(namespace, lambda: open_database(url))
 
-    def __repr__(self) -> str:
-        return f"SqliteStore({str(self._db.path)!r}, namespace={self._namespace!r})"
+    @classmethod
+    def _where(cls, db: SqliteDatabase) -> str:
+        return str(db.path)
+
+    @classmethod
+    def _migration_failure(cls, db: SqliteDatabase, exc: Exception) -> ConfigurationError | None:
+        if not isinstance(exc, BackendUnavailableError):
+            return None
+        return _unusable(db.path, exc.__cause__ or exc)
 
     @property
     def path(self) -> Path:
         """The database file."""
         return self._db.path
-
-    @property
-    def journal(self) -> SqlJournal:
-        """The journal of jobs, holds and records."""
-        return self._journal
-
-    def rate_limiter(self, rate_per_minute: float, burst: int) -> RateLimiter:
-        """The namespace's GCRA schedule in this file, at this rate.
-
-        Raises:
-            ConfigurationError: a value is out of range.
-        """
-        return SqlLeakyBucket(self._db, self._namespace, rate_per_minute, burst)
-
-    def concurrency_limiter(
-        self, max_in_flight: int, *, lease_seconds: float = DEFAULT_LEASE_SECONDS
-    ) -> ConcurrencyLimiter:
-        """The namespace's cap on jobs in flight across the machine's processes; places lapse after ``lease_seconds``.
-
-        Raises:
-            ConfigurationError: a value is out of range.
-        """
-        return SqlConcurrencyLimit(self._db, self._namespace, max_in_flight, lease_seconds)
-
-    def close(self) -> None:
-        """Close this store's connections; idempotent."""
-        self._db.close()
