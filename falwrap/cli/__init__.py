@@ -3,17 +3,9 @@
 Its journal is a SQLite file in the user's data directory unless
 ``FALWRAP_STORE_URL`` names another store (:mod:`falwrap.cli.store`).
 
-Exit codes::
-
-    0   success
-    1   an unexpected error (a bug: run again with --debug and report it),
-        or an output that was generated but could not be saved to disk
-    2   usage: bad arguments or options, or no model fits the requirements
-    3   configuration: missing key, invalid setting, unreachable shared store
-    4   fal API error: fal refused or failed the request, or could not be reached
-    5   timeout: the deadline passed (the job was cancelled at fal)
-    6   budget: the daily budget would be exceeded (nothing was sent)
-    130 interrupted (Ctrl-C; the job was cancelled at fal)
+Exit codes tell scripts what happened: 0 success, 2 usage, 3 configuration, 4 a fal
+API error, 5 timeout, 6 budget, 130 interrupted, 1 anything else;
+:mod:`~falwrap.cli.exits` defines them, case by case.
 
 Errors print one friendly line on stderr (``--debug`` adds the traceback);
 with ``--json`` stdout carries exactly one JSON document, an ``{"error": ...}``
