@@ -41,7 +41,7 @@ from falwrap.observers import CallObserver, notify
 from falwrap.plan import Plan
 from falwrap.records import CallRecord
 
-__all__ = ["Accountant", "Heartbeat", "Ticket", "owner_gone", "owner_id"]
+__all__ = ["Accountant", "Heartbeat", "Ticket", "owner_gone", "owner_id", "settled_record"]
 
 logger = logging.getLogger("falwrap")
 
@@ -422,3 +422,26 @@ class Accountant:
             return Decimal(0)
         return actual_cost(info, billable_units=units, output=output, arguments=arguments)
 
+
+def settled_record(entry: JobEntry, settlement: Settlement, now: datetime) -> CallRecord:
+    """The one record of a job settled outside the call that opened it (a webhook delivery, reconciliation).
+
+    Args:
+        entry: The job as journaled before the settlement.
+        settlement: Its outcome.
+        now: When it was settled; the duration counts from the job's intent.
+
+    Returns:
+        The record, charged the settlement's cost, else the job's current charge.
+    """
+    return CallRecord(
+        timestamp=now,
+        model_id=entry.endpoint,
+        operation=entry.operation,
+        duration_ms=max(0, int((now - entry.created_at).total_seconds() * 1000)),
+        cost_usd=settlement.cost if settlement.cost is not None else entry.cost,
+        success=settlement.state is JobState.SUCCEEDED,
+        error_code=settlement.error_code,
+        request_id=entry.request_id,
+        job_id=entry.job_id,
+    )

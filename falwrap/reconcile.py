@@ -27,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from falwrap.accounting import settled_record
 from falwrap.catalog import ModelInfo
 from falwrap.errors import BackendUnavailableError, FalApiError, NotFoundError
 from falwrap.following import DeadlinePassed
@@ -34,7 +35,6 @@ from falwrap.job_types import queue_urls
 from falwrap.jobs import JobRunner
 from falwrap.journal import OPEN_STATES, Accepted, JobEntry, JobState, Journal, RequestTaken, Settlement
 from falwrap.platform import PlatformApi, PlatformUnavailable, RequestRecord, canonical_json
-from falwrap.records import CallRecord
 
 __all__ = ["ReconcileReport", "ReconciledJob", "Reconciler", "StartupReconciliation", "reconcile_in_background"]
 
@@ -346,17 +346,7 @@ class Reconciler:
 
     def _settle(self, entry: JobEntry, settlement: Settlement, note: str) -> ReconciledJob:
         now = self._now()
-        record = CallRecord(
-            timestamp=now,
-            model_id=entry.endpoint,
-            operation=entry.operation,
-            duration_ms=max(0, int((now - entry.created_at).total_seconds() * 1000)),
-            cost_usd=settlement.cost if settlement.cost is not None else entry.cost,
-            success=settlement.state is JobState.SUCCEEDED,
-            error_code=settlement.error_code,
-            request_id=entry.request_id,
-            job_id=entry.job_id,
-        )
+        record = settled_record(entry, settlement, now)
         self._journal.finish(entry.job_id, settlement=settlement, record=record, now=now)
         after = self._journal.get(entry.job_id) or entry
         return self._result(entry, after, note)

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
+from falwrap.accounting import settled_record
 from falwrap.catalog import ModelInfo
 from falwrap.journal import JobEntry, JobState, Journal, Settlement
-from falwrap.records import CallRecord
 
 if TYPE_CHECKING:
     from falwrap.webhooks import WebhookEvent
@@ -111,17 +111,7 @@ def apply_delivery(
         return JobOutcome(event.request_id, status, event=event)
     if not entry.done:
         settlement = _settlement(event, entry, cost, model_info(entry.endpoint))
-        record = CallRecord(
-            timestamp=now,
-            model_id=entry.endpoint,
-            operation=entry.operation,
-            duration_ms=max(0, int((now - entry.created_at).total_seconds() * 1000)),
-            cost_usd=settlement.cost if settlement.cost is not None else entry.cost,
-            success=settlement.state is JobState.SUCCEEDED,
-            error_code=settlement.error_code,
-            request_id=event.request_id,
-            job_id=entry.job_id,
-        )
+        record = settled_record(entry, settlement, now)
         settled = journal.finish(entry.job_id, settlement=settlement, record=record, now=now)
     else:
         settled = False
