@@ -176,6 +176,17 @@ def _spec(request: Request) -> dict[str, Any] | None:
     return spec if isinstance(spec, dict) else None
 
 
+def _initiation(api: FalApi, request: Request) -> tuple[str, dict[str, Any], float | None] | Response:
+    """An upload's new file name, its ``{file_name, content_type}`` body and its expiry, or the error answer."""
+    spec = _spec(request)
+    if spec is None:
+        return json_response(422, {"detail": "Body must be {file_name, content_type}"})
+    expires_at = _expiry(api, request)
+    if isinstance(expires_at, Response):
+        return expires_at
+    return new_file_name(spec.get("file_name")), spec, expires_at
+
+
 def _expiry(api: FalApi, request: Request) -> float | Response | None:
     # Storage calls name the preference X-Fal-Object-Lifecycle-Preference, CDN calls X-Fal-Object-Lifecycle.
     header = "x-fal-object-lifecycle-preference"
@@ -197,26 +208,20 @@ def _file(api: FalApi, route: Route, request: Request) -> Response:
 
 
 def _initiate(api: FalApi, route: Route, request: Request) -> Response:
-    spec = _spec(request)
-    if spec is None:
-        return json_response(422, {"detail": "Body must be {file_name, content_type}"})
-    expires_at = _expiry(api, request)
-    if isinstance(expires_at, Response):
-        return expires_at
-    name = new_file_name(spec.get("file_name"))
+    initiation = _initiation(api, request)
+    if isinstance(initiation, Response):
+        return initiation
+    name, _, expires_at = initiation
     api.storage.allow_put(name, expires_at)
     base = api.base_url()
     return json_response(200, {"upload_url": f"{base}/storage/upload/put/{name}", "file_url": f"{base}/files/{name}"})
 
 
 def _initiate_multipart(api: FalApi, route: Route, request: Request) -> Response:
-    spec = _spec(request)
-    if spec is None:
-        return json_response(422, {"detail": "Body must be {file_name, content_type}"})
-    expires_at = _expiry(api, request)
-    if isinstance(expires_at, Response):
-        return expires_at
-    name = new_file_name(spec.get("file_name"))
+    initiation = _initiation(api, request)
+    if isinstance(initiation, Response):
+        return initiation
+    name, spec, expires_at = initiation
     content_type = str(spec.get("content_type") or "application/octet-stream")
     upload_id = api.storage.start_multipart(name, content_type, expires_at)
     base = api.base_url()
