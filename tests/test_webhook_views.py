@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -21,6 +20,7 @@ from falwrap import FalClient
 from falwrap.contrib import flask as fw
 from falwrap.journal import JobState
 from falwrap.testing import FakeFal, Fault, WebhookFault
+from tests.helpers.deliveries import TAMPERINGS, signed_delivery, tampered
 
 MODEL = "fal-ai/flux/schnell"
 
@@ -112,49 +112,17 @@ def test_a_failed_job_is_settled_failed(fal: FakeFal, app: App) -> None:
 
 def _genuine(fal: FakeFal, app: App) -> tuple[bytes, dict[str, str], str]:
     handle = app.client.submit(MODEL, {"prompt": "a cat"})
-    body = json.dumps(
-        {"request_id": handle.request_id, "gateway_request_id": handle.request_id, "status": "OK",
-         "payload": {"images": [{"url": "http://127.0.0.1:1/a.png", "width": 512, "height": 512}]},
-         "error": None, "payload_error": None}
-    ).encode()  # fmt: skip
-    return body, fal.webhooks.sign(body, handle.request_id), handle.request_id
+    body, headers = signed_delivery(fal, handle.request_id)
+    return body, headers, handle.request_id
 
 
-@pytest.mark.parametrize(
-    ("tamper", "status", "reason"),
-    [
-        ("forged_signature", 401, "bad_signature"),
-        ("body_changed", 401, "bad_signature"),
-        ("other_delivery_headers", 401, "bad_signature"),
-        ("stale", 401, "stale_timestamp"),
-        ("future", 401, "future_timestamp"),
-        ("missing_header", 401, "missing_header"),
-        ("not_json", 400, "malformed_body"),
-        ("oversized", 400, "body_too_large"),
-    ],
-)
+@pytest.mark.parametrize(("tamper", "status", "reason"), TAMPERINGS)
 def test_forged_and_broken_deliveries_are_refused_and_record_nothing(
     fal: FakeFal, app: App, tamper: str, status: int, reason: str
 ) -> None:
     """Each tampering is answered 400/401 with its reason, and the journal does not move."""
-    body, headers, request_id = _genuine(fal, app)
-    if tamper == "forged_signature":
-        headers["X-Fal-Webhook-Signature"] = "ab" * 64
-    elif tamper == "body_changed":
-        body = body.replace(b"a.png", b"b.png")
-    elif tamper == "other_delivery_headers":
-        other_body, headers, _ = _genuine(fal, app)
-        del other_body
-    elif tamper in {"stale", "future"}:
-        shift = -360 if tamper == "stale" else 360
-        headers = fal.webhooks.sign(body, request_id, timestamp=int(time.time()) + shift)
-    elif tamper == "missing_header":
-        del headers["X-Fal-Webhook-User-Id"]
-    elif tamper == "not_json":
-        body = b"not json at all"
-        headers = fal.webhooks.sign(body, request_id)
-    elif tamper == "oversized":
-        body = b"x" * (10 * 1024 * 1024 + 1)
+    request_id = app.client.submit(MODEL, {"prompt": "a cat"}).request_id
+    body, headers = tampered(tamper, fal, request_id)
     answer = _post(app, body, headers)
     assert answer.status_code == status
     assert answer.get_json()["error"]["code"] == reason
