@@ -8,11 +8,15 @@ server is a failure, because CI must exercise the multi-process guarantees.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers.node import install_js_client
 
 REDIS_URL = os.environ.get("FALWRAP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -31,6 +35,17 @@ def _private_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(scope="session")
+def js_dir() -> Path:
+    """tests/js with @fal-ai/client installed; skips locally, fails in CI, without Node.js and npm."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        reason = "Node.js and npm are needed for the @fal-ai/client tests"
+        if _in_ci():
+            pytest.fail(f"{reason}, and CI=true requires them")
+        pytest.skip(reason)
+    return install_js_client()
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,6 @@ Needs Node.js and npm: skipped with a reason without them, a failure under ``CI=
 from __future__ import annotations
 
 import io
-import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,48 +18,11 @@ from PIL import Image
 
 from falwrap.testing import FakeFal
 from tests.helpers import shapes
-
-JS_DIR = Path(__file__).parent / "js"
+from tests.helpers.node import run_node
 
 pytestmark = pytest.mark.node
 
 STATUS_SHAPES = {"IN_QUEUE": shapes.IN_QUEUE, "IN_PROGRESS": shapes.IN_PROGRESS, "COMPLETED": shapes.COMPLETED}
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-@pytest.fixture(scope="module")
-def js_dir() -> Path:
-    """tests/js with @fal-ai/client installed (npm install on first use)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        reason = "Node.js and npm are needed for the @fal-ai/client conformance tests"
-        if _in_ci():
-            pytest.fail(f"{reason}, and CI=true requires them")
-        pytest.skip(reason)
-    if not (JS_DIR / "node_modules" / "@fal-ai" / "client" / "package.json").exists():
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund"], cwd=JS_DIR, check=True, capture_output=True, timeout=300
-        )
-    return JS_DIR
-
-
-def run_js(directory: Path, fal: FakeFal, mode: str) -> dict[str, Any]:
-    env = {**os.environ, "FAKEFAL_URL": fal.url, "FAKEFAL_KEY": fal.key}
-    done = subprocess.run(
-        ["node", "conformance.mjs", mode],
-        check=False,
-        cwd=directory,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return summary
-
 
 def check_answers(summary: dict[str, Any]) -> set[str]:
     """Check each JSON answer the client received against fal's shape for its route; return the routes seen."""
@@ -95,7 +54,7 @@ def check_images(data: dict[str, Any]) -> None:
 def test_js_subscribe(js_dir: Path, mode: str) -> None:
     """fal.subscribe submits to the queue host and follows the status (polled or streamed) to the result."""
     with FakeFal(concurrency=1, latency=0.2) as fal:
-        summary = run_js(js_dir, fal, mode)
+        summary = run_node(js_dir, "conformance.mjs", fal, mode)
         check_images(summary["data"])
         expected = {"submit", "output"} | ({"status"} if mode == "polling" else set())
         assert check_answers(summary) == expected
@@ -110,7 +69,7 @@ def test_js_subscribe(js_dir: Path, mode: str) -> None:
 def test_js_run(js_dir: Path) -> None:
     """fal.run calls the sync host and gets the output and request id directly, with no queue involved."""
     with FakeFal(latency=0.1) as fal:
-        summary = run_js(js_dir, fal, "run")
+        summary = run_node(js_dir, "conformance.mjs", fal, "run")
         check_images(summary["data"])
         assert check_answers(summary) == {"output"}
         assert fal.jobs[summary["requestId"]].via == "run"
@@ -120,7 +79,7 @@ def test_js_run(js_dir: Path) -> None:
 def test_js_stream(js_dir: Path) -> None:
     """fal.stream reads fal.run's server-sent events: partial results, then the output it resolves with."""
     with FakeFal(latency=0.3) as fal:
-        summary = run_js(js_dir, fal, "stream")
+        summary = run_node(js_dir, "conformance.mjs", fal, "stream")
         check_images(summary["data"])
         assert len(summary["events"]) == 4 and summary["events"][-1] == summary["data"]
         assert all(e["images"][0]["url"].startswith("data:image/jpeg") for e in summary["events"][:-1])
@@ -129,7 +88,7 @@ def test_js_stream(js_dir: Path) -> None:
 def test_js_storage_upload(js_dir: Path) -> None:
     """fal.storage.upload initiates on the REST host and PUTs the bytes; the file URL serves them."""
     with FakeFal() as fal:
-        summary = run_js(js_dir, fal, "upload")
+        summary = run_node(js_dir, "conformance.mjs", fal, "upload")
         assert check_answers(summary) == {"initiate"}
         assert httpx.get(summary["url"]).content == b"hello from node"
         assert fal.counters["upload"] == 2
