@@ -25,6 +25,7 @@ import requests
 from falwrap.files import DATA_URI_MAX_BYTES, sniff_media_type
 from falwrap.testing import FakeFal, Fault
 from falwrap.testing.media import png_bytes
+from tests.helpers.cli import clean_env, falwrap
 
 CANARY_ID = "canary-id-7f3a9c2e"
 CANARY_SECRET = "canary-secret-0d8b41f6e5a2"
@@ -32,27 +33,11 @@ CANARY_KEY = f"{CANARY_ID}:{CANARY_SECRET}"
 SCRIPT = Path(sys.executable).with_name("falwrap")
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    """The test's environment without any fal or falwrap setting, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_", "FALWRAP_"))}
-    env.update(extra)
-    return env
-
-
 def run_cli(
     *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m falwrap.cli`` with ``args``; stdout and stderr are pipes (not a terminal)."""
-    return subprocess.run(
-        [sys.executable, "-m", "falwrap.cli", *args],
-        check=False,
-        cwd=cwd,
-        env=dict(env) if env is not None else _clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    """Run ``python -m falwrap.cli`` with ``args`` (in a clean environment unless ``env`` is given)."""
+    return falwrap(*args, cwd=cwd, env=clean_env() if env is None else env, timeout=timeout)
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -71,7 +56,7 @@ def fal() -> Iterator[FakeFal]:
 
 @pytest.fixture
 def fal_env(fal: FakeFal) -> dict[str, str]:
-    return _clean_env(FAL_KEY=fal.key, FAL_BASE_URL=fal.url)
+    return clean_env(FAL_KEY=fal.key, FAL_BASE_URL=fal.url)
 
 
 # --- commands that work ----------------------------------------------------------------------
@@ -179,7 +164,7 @@ def test_select_with_no_fit_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_stats_with_the_journal_off_explains_where_stats_live(tmp_path: Path) -> None:
     """With FALWRAP_STORE_URL=memory:, `falwrap stats` says stats live in the process that made the calls."""
-    env = _clean_env(FALWRAP_STORE_URL="memory:")
+    env = clean_env(FALWRAP_STORE_URL="memory:")
     result = run_cli("stats", cwd=tmp_path, env=env)
     assert result.returncode == 0
     assert "FALWRAP_STORE_URL" in result.stdout
@@ -198,7 +183,7 @@ def test_stats_reads_the_shared_redis_ledger(tmp_path: Path, fal: FakeFal, redis
     """Calls made by one `falwrap image` process show up in another process's `falwrap stats`."""
     from falwrap import FalConfig
 
-    env = _clean_env(FAL_KEY=fal.key, FAL_BASE_URL=fal.url, FALWRAP_REDIS_URL=redis_url)
+    env = clean_env(FAL_KEY=fal.key, FAL_BASE_URL=fal.url, FALWRAP_REDIS_URL=redis_url)
     namespace = f"falwrap:{FalConfig(api_key=fal.key).key_fingerprint}"
     try:
         for _ in range(2):
@@ -234,7 +219,7 @@ def test_offline_needs_no_key(tmp_path: Path) -> None:
 
 def test_demo_is_quick_and_saves_an_image_and_a_video(tmp_path: Path) -> None:
     """`falwrap demo` (the README's first command) makes both files offline in a few seconds, whatever FAL_* say."""
-    env = _clean_env(FAL_KEY="", FAL_TIMEOUT_IMAGE="1", FAL_DAILY_BUDGET_USD="0", FAL_BASE_URL="http://127.0.0.1:9")
+    env = clean_env(FAL_KEY="", FAL_TIMEOUT_IMAGE="1", FAL_DAILY_BUDGET_USD="0", FAL_BASE_URL="http://127.0.0.1:9")
     started = time.monotonic()
     result = run_cli("demo", cwd=tmp_path, env=env)
     elapsed = time.monotonic() - started
@@ -340,7 +325,7 @@ def test_server_errors_after_retries_exit_4(tmp_path: Path, fal: FakeFal, fal_en
 def test_timeout_exits_5_and_cancels_the_job(tmp_path: Path) -> None:
     """A job slower than FAL_TIMEOUT_IMAGE exits 5 soon after the deadline, and the job is cancelled at fal."""
     with FakeFal(latency=10) as slow:
-        env = _clean_env(FAL_KEY=slow.key, FAL_BASE_URL=slow.url, FAL_TIMEOUT_IMAGE="800")
+        env = clean_env(FAL_KEY=slow.key, FAL_BASE_URL=slow.url, FAL_TIMEOUT_IMAGE="800")
         started = time.monotonic()
         result = run_cli("image", "a koala", cwd=tmp_path, env=env)
         elapsed = time.monotonic() - started
@@ -362,7 +347,7 @@ def test_budget_exits_6_without_sending(tmp_path: Path, fal: FakeFal, fal_env: d
 def test_ctrl_c_exits_130_and_cancels_the_job(tmp_path: Path) -> None:
     """SIGINT while waiting exits 130 with one line, and the running job is cancelled at fal."""
     with FakeFal(latency=10) as slow:
-        env = _clean_env(FAL_KEY=slow.key, FAL_BASE_URL=slow.url)
+        env = clean_env(FAL_KEY=slow.key, FAL_BASE_URL=slow.url)
         child = subprocess.Popen(
             [sys.executable, "-m", "falwrap.cli", "image", "a koala"],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -401,7 +386,7 @@ def _assert_no_canary(result: subprocess.CompletedProcess[str]) -> None:
 @pytest.mark.parametrize("extra", [(), ("--debug",), ("--json",), ("--debug", "--json")])
 def test_rejected_key_is_never_printed(tmp_path: Path, fal: FakeFal, extra: tuple[str, ...]) -> None:
     """A key fal rejects (401) exits 4, and neither it nor its halves appear in any output, tracebacks included."""
-    env = _clean_env(FAL_KEY=CANARY_KEY, FAL_BASE_URL=fal.url)
+    env = clean_env(FAL_KEY=CANARY_KEY, FAL_BASE_URL=fal.url)
     result = run_cli(*extra, "image", "a koala", cwd=tmp_path, env=env)
     assert result.returncode == 4
     assert "401" in result.stderr
@@ -411,7 +396,7 @@ def test_rejected_key_is_never_printed(tmp_path: Path, fal: FakeFal, extra: tupl
 def test_accepted_key_is_never_printed_even_in_debug_logs(tmp_path: Path) -> None:
     """A successful --debug run with the canary key logs plenty and never the key."""
     with FakeFal(key=CANARY_KEY) as server:
-        env = _clean_env(FAL_KEY=CANARY_KEY, FAL_BASE_URL=server.url)
+        env = clean_env(FAL_KEY=CANARY_KEY, FAL_BASE_URL=server.url)
         result = run_cli("--debug", "image", "a koala", "--json", "--no-save", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stderr  # debug logging really ran
@@ -457,7 +442,7 @@ def test_progress_on_a_terminal_shows_queue_position_logs_and_completion(tmp_pat
             f"{busy.url}/fal-ai/flux/schnell", json={"prompt": "ahead"}, headers={"Authorization": f"Key {busy.key}"}
         )
         assert blocker.status_code == 200
-        env = _clean_env(FAL_KEY=busy.key, FAL_BASE_URL=busy.url, TERM="xterm")
+        env = clean_env(FAL_KEY=busy.key, FAL_BASE_URL=busy.url, TERM="xterm")
         main, terminal = pty.openpty()
         child = subprocess.Popen(
             [sys.executable, "-m", "falwrap.cli", "image", "a koala", "--no-save"],
@@ -618,7 +603,7 @@ def test_python_dash_m_falwrap_still_runs_the_command(tmp_path: Path) -> None:
     """`python -m falwrap` (and the console script) reach the same main after the move to a package."""
     result = subprocess.run(
         [sys.executable, "-m", "falwrap", "models", "--kind", "video", "--json"],
-        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60, check=False,
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert {m["kind"] for m in json.loads(result.stdout)["models"]} == {"video"}

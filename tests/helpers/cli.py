@@ -17,10 +17,16 @@ from falwrap import FalConfig
 from falwrap.testing import FakeFal
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment without any fal or falwrap setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_", "FALWRAP_"))}
+    env.update(extra)
+    return env
+
+
 def command_env(data: Path, fal: FakeFal | None = None, **extra: str) -> dict[str, str]:
     """The test's environment without fal or falwrap settings; the journal under ``data``; FakeFal's URL and key."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_", "FALWRAP_"))}
-    env["XDG_DATA_HOME"] = str(data)
+    env = clean_env(XDG_DATA_HOME=str(data))
     if fal is not None:
         env.update(FAL_KEY=fal.key, FAL_BASE_URL=fal.url)
     env.update(extra)
