@@ -15,7 +15,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -160,9 +160,15 @@ _PARAM_NAMES = sorted({name for info in MODEL_CATALOG.values() for name in info.
 params_strategy = st.dictionaries(st.sampled_from(_PARAM_NAMES), json_like, max_size=3)
 
 
-def _assert_sendable(arguments: dict[str, Any]) -> None:
-    """What validation returns is JSON fal can read: no NaN or infinity, valid UTF-8."""
+def _sendable_or_named_error(build: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """``build()``'s arguments, checked to be JSON fal can read; None if it raised InvalidInputError with a field."""
+    try:
+        arguments = build()
+    except InvalidInputError as exc:
+        assert exc.field
+        return None
     json.dumps(arguments, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    return arguments
 
 
 @FAST
@@ -179,14 +185,11 @@ def test_image_arguments_are_sendable_or_one_named_error(
     model_id: str, prompt: Any, size: Any, num_images: Any, seed: Any, params: dict[str, Any]
 ) -> None:
     """image_arguments(anything) returns JSON fal can read, or InvalidInputError with a field."""
-    try:
-        arguments = image_arguments(
+    _sendable_or_named_error(
+        lambda: image_arguments(
             MODEL_CATALOG[model_id], prompt, size=size, num_images=num_images, seed=seed, params=params
         )
-    except InvalidInputError as exc:
-        assert exc.field
-        return
-    _assert_sendable(arguments)
+    )
 
 
 @FAST
@@ -202,14 +205,11 @@ def test_video_arguments_are_sendable_or_one_named_error(
     model_id: str, prompt: Any, image: Any, duration: Any, aspect_ratio: Any, params: dict[str, Any]
 ) -> None:
     """video_arguments(anything) returns JSON fal can read, or InvalidInputError with a field."""
-    try:
-        arguments = video_arguments(
+    _sendable_or_named_error(
+        lambda: video_arguments(
             MODEL_CATALOG[model_id], prompt, image=image, duration=duration, aspect_ratio=aspect_ratio, params=params
         )
-    except InvalidInputError as exc:
-        assert exc.field
-        return
-    _assert_sendable(arguments)
+    )
 
 
 @FAST
@@ -220,13 +220,8 @@ def test_video_arguments_are_sendable_or_one_named_error(
 def test_run_arguments_are_sendable_or_one_named_error(model_id: str, arguments: Any) -> None:
     """validate_arguments(any id, anything) passes only a clean id and JSON fal can read."""
     info = MODEL_CATALOG.get(model_id)
-    try:
-        checked = validate_arguments(info, model_id, arguments)
-    except InvalidInputError as exc:
-        assert exc.field
-        return
-    assert all(part not in {"", ".", ".."} for part in model_id.split("/"))
-    _assert_sendable(checked)
+    if _sendable_or_named_error(lambda: validate_arguments(info, model_id, arguments)) is not None:
+        assert all(part not in {"", ".", ".."} for part in model_id.split("/"))
 
 
 @FAST
@@ -234,13 +229,11 @@ def test_run_arguments_are_sendable_or_one_named_error(model_id: str, arguments:
        params_strategy)  # fmt: skip
 def test_upscale_arguments_are_sendable_or_one_named_error(model_id: str, image: Any, scale: Any, params: Any) -> None:
     """upscale_arguments(anything) returns JSON fal can read, or InvalidInputError with a field."""
-    try:
-        arguments = upscale_arguments(MODEL_CATALOG[model_id], image, scale=scale, params=params)
-    except InvalidInputError as exc:
-        assert exc.field
-        return
-    _assert_sendable(arguments)
-    assert 1 <= arguments["upscale_factor"] <= 4
+    arguments = _sendable_or_named_error(
+        lambda: upscale_arguments(MODEL_CATALOG[model_id], image, scale=scale, params=params)
+    )
+    if arguments is not None:
+        assert 1 <= arguments["upscale_factor"] <= 4
 
 
 # --- the command line -------------------------------------------------------------------------------
