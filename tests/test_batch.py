@@ -326,7 +326,7 @@ def test_on_a_terminal_it_asks_then_shows_progress(tmp_path: Path) -> None:
             assert read_until(main, b"[y/n]", 60, seen)
             assert fal.counters["submit"] == 0  # nothing before the answer
             os.write(main, b"y\n")
-            read_until(main, b"\x00never", 60, seen)  # everything until the child closes the terminal
+            read_until(main, None, 60, seen)  # everything until the child closes the terminal
             assert child.wait(30) == 0
         finally:
             os.close(main)
@@ -363,7 +363,7 @@ def test_on_a_terminal_no_means_nothing_is_sent(tmp_path: Path, fal: FakeFal) ->
     try:
         assert read_until(main, b"[y/n]", 60, seen), seen.decode(errors="replace")
         os.write(main, b"\n")
-        read_until(main, b"\x00never", 30, seen)
+        read_until(main, None, 30, seen)
         assert child.wait(30) == 2
     finally:
         os.close(main)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import select
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import requests
 from falwrap.files import DATA_URI_MAX_BYTES, sniff_media_type
 from falwrap.testing import FakeFal, Fault
 from falwrap.testing.media import png_bytes
-from tests.helpers.cli import clean_env, falwrap
+from tests.helpers.cli import clean_env, falwrap, read_until
 
 CANARY_ID = "canary-id-7f3a9c2e"
 CANARY_SECRET = "canary-secret-0d8b41f6e5a2"
@@ -415,23 +414,6 @@ def test_key_in_env_is_redacted_even_from_other_errors(tmp_path: Path, fal_env: 
 # --- progress on a terminal ----------------------------------------------------------------------
 
 
-def _read_all(fd: int, timeout: float) -> bytes:
-    chunks = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if not ready:
-            continue
-        try:
-            data = os.read(fd, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    return b"".join(chunks)
-
-
 def test_progress_on_a_terminal_shows_queue_position_logs_and_completion(tmp_path: Path) -> None:
     """With stderr on a pseudo-terminal the command shows the queue position, the job's logs and completion."""
     with FakeFal(concurrency=1, latency=1.0) as busy:
@@ -450,7 +432,9 @@ def test_progress_on_a_terminal_shows_queue_position_logs_and_completion(tmp_pat
         )  # fmt: skip
         os.close(terminal)
         try:
-            shown = _read_all(main, 30).decode()
+            seen = bytearray()
+            read_until(main, None, 30, seen)
+            shown = seen.decode()
             assert child.wait(10) == 0
         finally:
             os.close(main)

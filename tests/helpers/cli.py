@@ -65,10 +65,11 @@ def journal_daily_cost(url: str, fal: FakeFal) -> Decimal:
         store.close()
 
 
-def read_until(fd: int, wanted: bytes, timeout: float, seen: bytearray) -> bool:
-    """Read a terminal into ``seen`` until ``wanted`` appears in it, the child closes it, or ``timeout`` passes."""
+def read_until(fd: int, wanted: bytes | None, timeout: float, seen: bytearray) -> bool:
+    """Read a terminal into ``seen`` until ``wanted`` appears in it (``None``: to the end), the child closes it,
+    or ``timeout`` passes; whether ``wanted`` appeared."""
     deadline = time.monotonic() + timeout
-    while wanted not in seen and time.monotonic() < deadline:
+    while (wanted is None or wanted not in seen) and time.monotonic() < deadline:
         ready, _, _ = select.select([fd], [], [], 0.2)
         if not ready:
             continue
@@ -79,4 +80,4 @@ def read_until(fd: int, wanted: bytes, timeout: float, seen: bytearray) -> bool:
         if not data:
             break
         seen.extend(data)
-    return wanted in seen
+    return wanted is not None and wanted in seen
