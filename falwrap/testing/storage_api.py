@@ -254,26 +254,31 @@ def _cdn_authorized(api: FalApi, request: Request) -> bool:
     return api.storage.token_ok(request.headers.get("authorization", "")) or api.authorized(request)
 
 
-def _cdn_upload(api: FalApi, route: Route, request: Request) -> Response:
+def _cdn_file(api: FalApi, request: Request) -> tuple[str, str, float | None] | Response:
+    """A CDN upload's new file name, content type and expiry, or the error answer."""
     if not _cdn_authorized(api, request):
         return json_response(401, {"detail": "Unauthorized"})
     expires_at = _expiry(api, request)
     if isinstance(expires_at, Response):
         return expires_at
     content_type = request.headers.get("content-type", "application/octet-stream")
-    name = new_file_name(request.headers.get("x-fal-file-name"))
+    return new_file_name(request.headers.get("x-fal-file-name")), content_type, expires_at
+
+
+def _cdn_upload(api: FalApi, route: Route, request: Request) -> Response:
+    file = _cdn_file(api, request)
+    if isinstance(file, Response):
+        return file
+    name, content_type, expires_at = file
     api.files.put(name, content_type, request.body, expires_at)
     return json_response(200, {"access_url": f"{api.base_url()}/files/{name}", "content_type": content_type})
 
 
 def _multipart_create(api: FalApi, route: Route, request: Request) -> Response:
-    if not _cdn_authorized(api, request):
-        return json_response(401, {"detail": "Unauthorized"})
-    expires_at = _expiry(api, request)
-    if isinstance(expires_at, Response):
-        return expires_at
-    content_type = request.headers.get("content-type", "application/octet-stream")
-    name = new_file_name(request.headers.get("x-fal-file-name"))
+    file = _cdn_file(api, request)
+    if isinstance(file, Response):
+        return file
+    name, content_type, expires_at = file
     upload_id = api.storage.start_multipart(name, content_type, expires_at)
     return json_response(200, {"access_url": f"{api.base_url()}/files/{name}", "uploadId": upload_id})
 
