@@ -2,7 +2,7 @@
 against FakeFal, and every JSON answer it received has the shape fal documents.
 
 The client's requestMiddleware sends fal's hosts to the emulator with the path
-unchanged and the original host in ``X-Forwarded-Host`` (tests/js/conformance.mjs).
+unchanged and the original host in ``X-Forwarded-Host`` (tests/js/fakefal.mjs).
 Needs Node.js and npm: skipped with a reason without them, a failure under ``CI=true``.
 """
 

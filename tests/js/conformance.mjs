@@ -1,24 +1,11 @@
 // Runs one @fal-ai/client call against FakeFal and prints a JSON summary with every JSON answer seen.
 // Usage: FAKEFAL_URL=http://127.0.0.1:PORT FAKEFAL_KEY=... node conformance.mjs polling|streaming|run|stream|upload
-// The key comes from the environment so that it never shows in a process listing.
-import { fal } from "@fal-ai/client";
+import { useFakeFal } from "./fakefal.mjs";
 
-const FAL_HOSTS = new Set(["queue.fal.run", "fal.run", "rest.fal.ai", "api.fal.ai", "v3.fal.media"]);
-const target = new URL(process.env.FAKEFAL_URL);
 const mode = process.argv[2] ?? "polling";
 const answers = [];
 
-fal.config({
-  credentials: process.env.FAKEFAL_KEY,
-  // fal's hosts go to the emulator with the path unchanged; X-Forwarded-Host says which host was meant.
-  requestMiddleware: async (request) => {
-    const url = new URL(request.url);
-    if (!FAL_HOSTS.has(url.hostname)) return request;
-    const host = url.hostname;
-    url.protocol = target.protocol;
-    url.host = target.host;
-    return { ...request, url: url.toString(), headers: { ...(request.headers ?? {}), "x-forwarded-host": host } };
-  },
+const fal = useFakeFal({
   // Keeps a copy of each JSON answer for the shape checks; the client reads the original.
   fetch: async (url, init) => {
     const response = await fetch(url, init);
