@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from falwrap.reconcile import Reconciler
 
 __all__ = ["hash_key", "replay", "stored_output"]
+
+logger = logging.getLogger("falwrap")
 
 #: How often a call waiting for another process's submission looks at the journal.
 WAIT_POLL = 0.05
@@ -115,6 +118,9 @@ def replay(
             except PlatformUnavailable as exc:
                 raise runner.ambiguous_for_key(spec.endpoint, exc.reason) from exc
             if found is not None:
+                logger.info(
+                    "[falwrap] job %s: fal received its lost submission as request %s", entry.job_id, found.request_id
+                )
                 with contextlib.suppress(RequestTaken):
                     ticket.accepted(found, found=True)
                 continue
@@ -123,6 +129,7 @@ def replay(
                 waited_for_list = True
                 _pause(min(RESOLVE_WAIT, spec.deadline - clock()), sleep)
                 continue
+            logger.info("[falwrap] job %s: fal's request list shows no submission; submitting it", entry.job_id)
             ticket.created = True
             return resubmit()
         if clock() >= spec.deadline:

@@ -4,6 +4,7 @@ server-sent events, each host serves only its own routes, and without the header
 from __future__ import annotations
 
 import json
+import socket
 from decimal import Decimal
 from typing import Any
 
@@ -160,3 +161,31 @@ def test_sync_call_is_billed_even_when_the_caller_hangs_up() -> None:
         eventually(lambda: bool(fal.billing))
         (record,) = fal.billing
         assert record.cost == Decimal("0.025")
+
+
+@pytest.mark.parametrize(
+    "framing, sent",
+    [
+        ("Content-Length: 64\r\n", b'{"prompt": "a c'),
+        ("Transfer-Encoding: chunked\r\n", b'f\r\n{"prompt": "a c\r\n'),
+        ("Transfer-Encoding: chunked\r\n", b"40\r\n"),
+    ],
+    ids=["content-length", "chunked-mid-stream", "chunked-before-data"],
+)
+def test_a_submission_cut_short_by_the_client_is_not_a_job(framing: str, sent: bytes) -> None:
+    """A client killed while sending its submit leaves a partial body: no job, no bill, the connection just closes
+    (a real HTTP server never hands a truncated request to fal's queue; accepting ``{}`` would bill a job nobody
+    asked for, which a resumed batch then pays for a second time)."""
+    with FakeFal() as fal:
+        head = f"POST /{DEV} HTTP/1.1\r\nHost: queue.fal.run\r\nAuthorization: Key {fal.key}\r\n"
+        head += f"Content-Type: application/json\r\n{framing}\r\n"
+        host, port = fal.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(head.encode() + sent)
+            sock.shutdown(socket.SHUT_WR)  # the client is gone
+            assert sock.recv(1024) == b""  # closed without an answer, once the handler gave up on the body
+        assert fal.submissions == 0
+        assert fal.jobs == {}
+        assert fal.billed_total == Decimal(0)
+        # The server still takes whole requests.
+        assert submit(raw(fal), DEV, {"prompt": "a cat"})["request_id"] in fal.jobs

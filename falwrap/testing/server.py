@@ -135,24 +135,42 @@ class _Handler(BaseHTTPRequestHandler):
         """Handle DELETE (fal serves none: 404)."""
         self._handle()
 
-    def _read_body(self) -> bytes:
+    def _read_body(self) -> bytes | None:
+        """The request body, or ``None`` when the client went away before sending all of it.
+
+        A request cut short (the client killed mid-send) never reaches the application at
+        fal, as at any HTTP server: treating the bytes that did arrive as the whole body
+        would accept a job nobody asked for.
+        """
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             parts: list[bytes] = []
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                line = self.rfile.readline()
+                if not line.endswith(b"\n"):
+                    return None
+                size = int(line.split(b";")[0].strip() or b"0", 16)
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
+                    while (trailer := self.rfile.readline()) not in (b"\r\n", b"\n"):
+                        if not trailer:
+                            return None
                     return b"".join(parts)
-                parts.append(self.rfile.read(size))
-                self.rfile.readline()
+                part = self.rfile.read(size)
+                if len(part) < size or not self.rfile.readline().endswith(b"\n"):
+                    return None
+                parts.append(part)
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+        if length <= 0:
+            return b""
+        body = self.rfile.read(length)
+        return body if len(body) == length else None
 
     def _handle(self, head: bool = False) -> None:
         server = self.server
         received_at = time.monotonic()
         body = self._read_body()
+        if body is None:
+            self.close_connection = True
+            return
         parts = urlsplit(self.path)
         request = Request(
             method=self.command,
