@@ -32,7 +32,7 @@ from falwrap.catalog import ModelInfo
 from falwrap.errors import BackendUnavailableError, FalApiError, NotFoundError
 from falwrap.following import DeadlinePassed
 from falwrap.job_types import queue_urls
-from falwrap.jobs import JobRunner
+from falwrap.jobs import CLOCK_SKEW, JobRunner
 from falwrap.journal import OPEN_STATES, Accepted, JobEntry, JobState, Journal, RequestTaken, Settlement
 from falwrap.platform import PlatformApi, PlatformUnavailable, RequestRecord, canonical_json
 
@@ -47,9 +47,6 @@ NOT_ARRIVED_AFTER = timedelta(minutes=15)
 #: A submission not in fal's request list this long after the call that sent it ended never
 #: arrived (the list lags the queue by seconds).
 NOT_ARRIVED_AFTER_CALL = timedelta(seconds=30)
-
-#: Slack on the clocks (ours and fal's) when asking which requests arrived after a submission was sent.
-CLOCK_SKEW = timedelta(seconds=10)
 
 #: A cancelled job whose answer still carries no billable units this long after it was
 #: cancelled was not billed: any run the cancel did not stop has ended by then (the longest
