@@ -40,7 +40,7 @@ class RedirectedSyncClient(fal_client.SyncClient):
         return httpx.Client(
             transport=RouteToFakeFal(self.target),
             headers={"Authorization": f"Key {self.key}"},
-            timeout=10.0,
+            timeout=60.0,  # a loaded 2-core machine must not make fal_client time out and resubmit
             follow_redirects=True,
         )
 

@@ -33,7 +33,8 @@ def check_flux_result(summary: dict[str, Any], fal: FakeFal) -> None:
 
 def test_js_subscribe_polling(js_dir: Path) -> None:
     """fal.subscribe in polling mode submits, polls status with logs=1 and fetches the result from FakeFal."""
-    with FakeFal(concurrency=1, latency=0.2) as fal:
+    # A 1 s job: polls 20 ms apart see it unfinished at least once even when node starts slowly under load.
+    with FakeFal(concurrency=1, latency=1.0) as fal:
         summary = run_node(js_dir, "run_job.mjs", fal, "polling")
         check_flux_result(summary, fal)
         assert fal.counters["submit"] == 1 and fal.counters["status"] >= 2 and fal.counters["result"] == 1

@@ -19,7 +19,7 @@ from falwrap.errors import ConfigurationError, RateLimitTimeout
 from falwrap.limiter import Limiter
 from falwrap.limits import RateLimiter
 from tests.contract.stores import StoreFactory
-from tests.helpers.timing import interrupt_main_after, max_in_window
+from tests.helpers.timing import interrupt_main_after, max_granted_per
 
 #: How far a measured wait may be from the schedule (a store round trip, a loaded scheduler).
 SLACK = 0.15
@@ -46,9 +46,10 @@ def test_burst_goes_back_to_back_then_paces(store: StoreFactory) -> None:
 
 def test_burst_refills_only_up_to_burst(store: StoreFactory) -> None:
     """After an idle spell longer than the burst needs, only burst grants go back to back."""
-    bucket = store.open().rate_limiter(1200, 2)
+    # 0.25 s apart: the three tries below take a few store round trips, far less even under load.
+    bucket = store.open().rate_limiter(240, 2)
     assert [bucket.try_acquire() for _ in range(2)] == [0.0, 0.0]
-    time.sleep(0.5)  # ten intervals: enough to refill far more than two
+    time.sleep(1.0)  # four intervals: enough to refill more than two
     assert [bucket.try_acquire() for _ in range(2)] == [0.0, 0.0]
     assert bucket.try_acquire() > 0.0
 
@@ -159,8 +160,8 @@ def test_eight_threads_get_the_rate_and_never_more(store: StoreFactory) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert max_in_window(grants) <= rate + 1
-    assert len(grants) >= 0.95 * rate * duration
+    assert max_granted_per(grants, 1.0) <= rate + 1
+    assert 0.95 * rate * duration <= len(grants) <= rate * duration + 1
 
 
 def test_waiters_are_served_in_arrival_order(store: StoreFactory) -> None:
@@ -233,8 +234,8 @@ def test_four_processes_share_one_rate(store: StoreFactory) -> None:
     for p in procs:
         p.join(timeout=10)
         assert p.exitcode == 0
-    assert max_in_window(grants) <= 21
-    assert len(grants) >= 0.95 * 20 * 3.0
+    assert max_granted_per(grants, 1.0) <= 21
+    assert 0.95 * 20 * 3.0 <= len(grants) <= 20 * 3.0 + 1
     assert all(n > 0 for n in per_process)
 
 
