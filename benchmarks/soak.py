@@ -82,9 +82,7 @@ def run(seconds: float, threads: int, store: str, fault_rate: float, seed: int) 
                         route, fault, times = rng.choice(menu)
                         fal.inject(route, fault, times=times)
                     if rng.random() < fault_rate / 2:
-                        fal.fail_next_jobs(
-                            1, JobFailure("content_policy_violation", status=422, retryable=False)
-                        )
+                        fal.fail_next_jobs(1, JobFailure("content_policy_violation", status=422, retryable=False))
 
             def call(worker: int) -> None:
                 local = random.Random(seed * 1000 + worker)

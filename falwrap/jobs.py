@@ -67,6 +67,7 @@ ADOPT_AFTER = 0.3
 #: Slack on the clocks (ours and fal's) when asking which requests arrived around a submission.
 CLOCK_SKEW = timedelta(seconds=10)
 
+
 class JobRunner:
     """Runs fal queue jobs. Thread-safe: one runner serves every thread of a client.
 

@@ -280,9 +280,7 @@ class JournalLedger:
         now = self.clock()
         expires = None if self.reservation_ttl is None else now + timedelta(seconds=self.reservation_ttl)
         rid = new_reservation_id()
-        self._journal.hold(
-            rid, quantized, budget=self.daily_budget_usd, model_id=model_id, expires_at=expires, now=now
-        )
+        self._journal.hold(rid, quantized, budget=self.daily_budget_usd, model_id=model_id, expires_at=expires, now=now)
         return self._handle(quantized, model_id, rid)
 
     def adopt(self, reservation_id: str, amount: Decimal, *, model_id: str | None = None) -> Reservation:
@@ -401,9 +399,7 @@ class CostLedger(JournalLedger):
         journal = MemoryJournal(
             max_records=max_records, max_jobs=max_jobs, max_days=max_days, duration_window=duration_window
         )
-        super().__init__(
-            journal, daily_budget_usd=daily_budget_usd, clock=clock, reservation_ttl=reservation_ttl
-        )
+        super().__init__(journal, daily_budget_usd=daily_budget_usd, clock=clock, reservation_ttl=reservation_ttl)
 
     @property
     def max_records(self) -> int:

@@ -131,8 +131,8 @@ class ReconcileReport:
         merged = {job.job_id: job for job in self.jobs}
         for job in later.jobs:
             first = merged.get(job.job_id)
-            merged[job.job_id] = job if first is None else attrs.evolve(
-                job, before=first.before, cost_before=first.cost_before
+            merged[job.job_id] = (
+                job if first is None else attrs.evolve(job, before=first.before, cost_before=first.cost_before)
             )
         return _report(list(merged.values()))
 

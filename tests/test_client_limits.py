@@ -335,7 +335,9 @@ def test_redis_going_away_gives_a_typed_error_not_a_hang(redis_url: str) -> None
                 time.sleep(0.05)
         with FakeFal(latency=0.01) as fal:
             rate = RateLimitConfig(requests_per_minute=600_000)
-            config = FalConfig(api_key=fal.key, base_url=fal.url, rate_limit=rate, store_url=f"redis://127.0.0.1:{port}/0")
+            config = FalConfig(
+                api_key=fal.key, base_url=fal.url, rate_limit=rate, store_url=f"redis://127.0.0.1:{port}/0"
+            )
             with FalClient(config) as client:
                 client.image("a cat", model=SCHNELL)
                 proc.kill()

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.node
 
 STATUS_SHAPES = {"IN_QUEUE": shapes.IN_QUEUE, "IN_PROGRESS": shapes.IN_PROGRESS, "COMPLETED": shapes.COMPLETED}
 
+
 def check_answers(summary: dict[str, Any]) -> set[str]:
     """Check each JSON answer the client received against fal's shape for its route; return the routes seen."""
     seen = set()

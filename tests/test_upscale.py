@@ -122,7 +122,6 @@ def test_fakefal_upscales_the_input_by_the_factor_and_bills_output_megapixels(
     assert record.cost_usd == Decimal("0.03") * megapixels
 
 
-
 def test_client_upscale_makes_a_larger_copy_billed_as_fal_bills_it(fal: FakeFal) -> None:
     """FalClient.upscale sends the image and factor to the upscaler and charges what FakeFal billed."""
     with FalClient(FalConfig(api_key=fal.key, base_url=fal.url)) as client:

@@ -155,9 +155,7 @@ def test_a_delivery_for_an_unknown_job_is_acknowledged(fal: FakeFal, app: App) -
     assert answer.get_json()["status"] == "unknown"
 
 
-def test_a_delivery_that_overtakes_its_submission_is_retried_until_the_job_is_journaled(
-    fal: FakeFal, app: App
-) -> None:
+def test_a_delivery_that_overtakes_its_submission_is_retried_until_the_job_is_journaled(fal: FakeFal, app: App) -> None:
     """fal's answer to the submit stalls while the job runs and is delivered: 503 pending, then new.
 
     The delivery names a request id nobody has journaled yet, but a job with a webhook is

@@ -131,8 +131,7 @@ class BatchView:
         table.add_row("total", str(plan.to_run), format_usd(plan.cost), style="bold")
         self.console.print(table)
         self.console.print(
-            f"about {duration_text(plan.seconds)} at {plan.per_minute:g} requests/min, "
-            f"{plan.concurrency} at once"
+            f"about {duration_text(plan.seconds)} at {plan.per_minute:g} requests/min, {plan.concurrency} at once"
         )
 
     def confirm(self, plan: BatchPlan) -> bool:
@@ -209,4 +208,3 @@ class BatchView:
         self.console.print(failed)
         if len(failures) > len(shown):
             self.console.print(f"... and {len(failures) - len(shown)} more in the manifest")
-

@@ -548,9 +548,7 @@ def test_concurrent_settlements_settle_once(store: StoreFactory) -> None:
     lock = threading.Lock()
 
     def worker(i: int) -> None:
-        won = instances[i % 2].finish(
-            entry.job_id, settlement=succeeded("0.025"), record=record(entry.job_id), now=T0
-        )
+        won = instances[i % 2].finish(entry.job_id, settlement=succeeded("0.025"), record=record(entry.job_id), now=T0)
         with lock:
             wins.append(won)
 
