@@ -7,6 +7,7 @@ use, so ``import falwrap`` stays cheap for CLIs and web workers; so does the
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from falwrap._version import __version__
@@ -47,6 +48,10 @@ from falwrap.ledger import CallRecord, CostLedger, Ledger, Reservation
 from falwrap.limiter import ConcurrencyLimit, ConcurrencyLimiter, LeakyBucket, Limiter, RateLimiter, Slot
 from falwrap.results import Image, ImageResult, JobHandle, JobStatus, Progress, RunOutput, Video, VideoResult
 from falwrap.retry import RetryDetails, RetryPolicy, set_testing
+
+# A library adds no handler but this one (the logging HOWTO): without it, Python's last-resort
+# handler would print falwrap's WARNINGs on the stderr of every app that never set up logging.
+logging.getLogger("falwrap").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from falwrap.backends.redis import RedisConcurrencyLimit, RedisLeakyBucket, RedisLedger

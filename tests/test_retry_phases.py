@@ -7,6 +7,8 @@ happened, and the hooks saw the phase.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -129,3 +131,34 @@ def test_outside_testing_mode_the_backoff_is_slept(fal: FakeFal) -> None:
         elapsed = time.monotonic() - started
     assert [d.phase for d in seen] == ["submit"]
     assert elapsed >= 0.3
+
+
+_SCRIPT = """
+import logging, sys
+from falwrap import FalClient, set_testing
+if sys.argv[1] == "configured":
+    logging.basicConfig(format="%(levelname)s %(name)s %(message)s")
+set_testing(True)
+with FalClient() as client:
+    client.image("a cat", model="fal-ai/flux/schnell")
+"""
+
+
+@pytest.mark.parametrize("logging_set_up", [False, True], ids=["app-without-logging", "app-with-logging"])
+def test_retry_warnings_reach_the_apps_logging_and_nothing_else(
+    fal: FakeFal, tmp_path: Path, logging_set_up: bool
+) -> None:
+    """A library adds only a NullHandler: a script that never set up logging gets no stray stderr lines from
+    Python's last-resort handler; one that did sees the retry WARNING on the ``falwrap`` logger."""
+    from tests.helpers.cli import clean_env
+
+    fal.inject("submit", Fault.http(503))
+    argv = [sys.executable, "-c", _SCRIPT, "configured" if logging_set_up else "bare"]
+    env = clean_env(FAL_KEY=fal.key, FAL_BASE_URL=fal.url, FALWRAP_STORE_URL="memory:", XDG_DATA_HOME=str(tmp_path))
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert fal.counters["submit"] == 2
+    if logging_set_up:
+        assert "WARNING falwrap [falwrap] retrying submit fal-ai/flux/schnell (attempt 2)" in done.stderr
+    else:
+        assert done.stderr == ""
