@@ -364,8 +364,10 @@ def test_config_evolve_keeps_budget_exact() -> None:
 def test_submit_in_one_process_result_in_another(redis_url: str, redis_client: Any) -> None:
     """A job submitted by one client and fetched by another (two workers) is charged once, recorded once."""
     with FakeFal(latency=0.05) as fal:
-        rate = RateLimitConfig(requests_per_minute=600_000, redis_url=redis_url)
-        config = FalConfig(api_key=fal.key, base_url=fal.url, rate_limit=rate, daily_budget_usd=Decimal("1"))
+        rate = RateLimitConfig(requests_per_minute=600_000)
+        config = FalConfig(
+            api_key=fal.key, base_url=fal.url, rate_limit=rate, store_url=redis_url, daily_budget_usd=Decimal("1")
+        )
         try:
             with FalClient(config) as a, FalClient(config) as b:
                 handle = a.submit(SCHNELL, {"prompt": "x"})
