@@ -102,23 +102,34 @@ class Heartbeat:
         self._ttl = ttl
         self._lock = threading.Lock()
         self._next: float | None = None
+        self._owner: str | None = None  # whose heartbeat is in the journal (a forked child is someone else)
 
     def enter(self) -> str:
         """A call starts: renew this process's heartbeat if it is a third of the way to lapsing."""
         owner = owner_id()
         now = time.monotonic()
         with self._lock:
-            due = self._next is None or now >= self._next
+            if self._next is None or self._owner != owner:
+                # No heartbeat of ours is known to be in the journal: every call waits for this
+                # one, or it could journal a job under an owner other processes take for dead.
+                self._write(owner)
+                self._next, self._owner = now + self._ttl / 3, owner
+                return owner
+            due = now >= self._next
             if due:
                 self._next = now + self._ttl / 3
         if due:
+            # The last heartbeat has two thirds of its TTL left: other calls need not wait for this one.
             try:
-                self._ledger.journal.heartbeat(owner, ttl=self._ttl, now=self._ledger.clock())
+                self._write(owner)
             except BackendUnavailableError:
                 with self._lock:
                     self._next = None
                 raise
         return owner
+
+    def _write(self, owner: str) -> None:
+        self._ledger.journal.heartbeat(owner, ttl=self._ttl, now=self._ledger.clock())
 
     def leave(self) -> None:
         """A call ended (nothing to do: the heartbeat lapses by itself once calls stop)."""

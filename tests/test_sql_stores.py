@@ -444,3 +444,37 @@ def test_closing_a_sqlite_store_under_running_statements_ends_each_thread_cleanl
         report = json.loads(child.stdout.strip().splitlines()[-1])
         assert report == {"ends": ["closed"], "threads": 8, "fewest_rounds": report["fewest_rounds"]}
         assert report["fewest_rounds"] > 0
+
+
+# -- owners -------------------------------------------------------------------------------------------
+
+
+def test_concurrent_first_calls_journal_no_job_before_their_process_heartbeat(postgres_url: str) -> None:
+    """A process's first calls, in four threads: none journals its job before the process's heartbeat is in the
+    journal. A job under an owner the journal does not know alive looks like a dead process's orphan to any other
+    process starting then, which reconciles it (seen as a stray status request under load in the webhook e2e)."""
+    import psycopg
+
+    from falwrap import FalClient, FalConfig, RateLimitConfig
+    from falwrap.testing import FakeFal
+
+    with FakeFal(latency=0.05) as fal:
+        rate = RateLimitConfig(requests_per_minute=600_000, burst=100)
+        config = FalConfig(api_key=fal.key, base_url=fal.url, store_url=postgres_url, rate_limit=rate)
+        with (
+            FalClient(config) as client,
+            psycopg.connect(postgres_url) as blocker,
+            psycopg.connect(postgres_url, autocommit=True) as reader,
+        ):
+            # The heartbeat's write waits behind this lock; reading the tables does not.
+            blocker.execute("LOCK TABLE falwrap_owners IN EXCLUSIVE MODE")
+            with ThreadPoolExecutor(4) as pool:
+                calls = [pool.submit(client.image, "a cat", model="fal-ai/flux/schnell") for _ in range(4)]
+                time.sleep(1.0)  # far longer than journaling and submitting four jobs takes
+                (journaled,) = reader.execute("SELECT count(*) FROM falwrap_jobs").fetchone() or (None,)
+                submitted = fal.submissions
+                blocker.rollback()  # the heartbeat goes in; the calls go on
+                results = [call.result(timeout=60) for call in calls]
+    assert (journaled, submitted) == (0, 0)
+    assert len({result.request_id for result in results}) == 4
+    assert fal.submissions == 4
