@@ -47,6 +47,8 @@ from collections import Counter
 from email.utils import formatdate
 from typing import Any
 
+from benchmarks._child import ChildServer
+
 __all__ = ["MiniFal", "RemoteMiniFal"]
 
 #: Silence after which a status stream sends a keep-alive comment (fal: at most every 10 s).
@@ -328,7 +330,7 @@ async def _call(function: Any) -> Any:
     return function()
 
 
-class RemoteMiniFal:
+class RemoteMiniFal(ChildServer):
     """MiniFal in its own process, with the interface of ``RemoteFakeFal`` (a context manager).
 
     Args:
@@ -337,58 +339,12 @@ class RemoteMiniFal:
     """
 
     def __init__(self, latency: float = 0.0, spread: float = 0.0) -> None:
+        super().__init__()
         self._latency = latency
         self._spread = spread
-        self._conn: multiprocessing.connection.Connection | None = None
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self.url = ""
         #: MiniFal checks no key; clients send this one.
         self.key = "minifal-key"
 
     def __enter__(self) -> RemoteMiniFal:
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
-        self._process = context.Process(
-            target=_serve, args=(child, self._latency, self._spread), name="minifal", daemon=True
-        )
-        self._process.start()
-        self._conn = parent
-        self.url = parent.recv()
+        self.url = self._start(_serve, (self._latency, self._spread), "minifal")
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._conn is not None and self._process is not None:
-            self._ask("stop")
-            self._process.join(10)
-            if self._process.is_alive():
-                self._process.kill()
-            self._conn.close()
-
-    def _ask(self, command: str, *args: Any) -> Any:
-        assert self._conn is not None, "use RemoteMiniFal as a context manager"
-        self._conn.send((command, args))
-        return self._conn.recv()
-
-    @property
-    def counters(self) -> dict[str, int]:
-        """Requests received per route."""
-        counts: dict[str, int] = self._ask("counters")
-        return counts
-
-    def reset_counters(self) -> None:
-        """Zero the counters."""
-        self._ask("reset")
-
-    def set_latency(self, seconds: float) -> None:
-        """Run time of jobs submitted from now on."""
-        self._ask("set_latency", seconds)
-
-    def completed(self) -> dict[str, float]:
-        """When each job completed, by its ``prompt`` (``time.monotonic``: one clock on one machine)."""
-        times: dict[str, float] = self._ask("completed")
-        return times
-
-    def cpu_seconds(self) -> float:
-        """CPU time the server's process has used so far."""
-        seconds: float = self._ask("cpu")
-        return seconds

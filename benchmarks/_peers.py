@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import fal_client
 import httpx
 
+from benchmarks._child import ChildServer
 from falwrap import FalClient, FalConfig, RateLimitConfig, Timeouts
 from falwrap.testing import RouteToFakeFal
 
@@ -128,11 +129,10 @@ def _serve(conn: multiprocessing.connection.Connection, kwargs: dict[str, Any], 
                 conn.send(ValueError(command))
 
 
-class RemoteFakeFal:
+class RemoteFakeFal(ChildServer):
     """FakeFal in its own process, so its CPU is not charged to the client under test.
 
     A context manager; ``url`` and ``key`` as on FakeFal, observations over a pipe.
-    Uses the ``spawn`` start method: the parent may already run threads.
 
     Args:
         spread: Each job runs up to this much longer than ``latency`` (uniformly at random), seconds.
@@ -140,66 +140,19 @@ class RemoteFakeFal:
     """
 
     def __init__(self, *, spread: float = 0.0, **kwargs: Any) -> None:
+        super().__init__()
         self._kwargs = kwargs
         self._spread = spread
-        self._conn: multiprocessing.connection.Connection | None = None
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self.url = ""
-        self.key = ""
 
     def __enter__(self) -> RemoteFakeFal:
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
-        self._process = context.Process(
-            target=_serve, args=(child, self._kwargs, self._spread), name="fakefal", daemon=True
-        )
-        self._process.start()
-        self._conn = parent
-        self.url, self.key = parent.recv()
+        self.url, self.key = self._start(_serve, (self._kwargs, self._spread), "fakefal")
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._conn is not None and self._process is not None:
-            self._ask("stop")
-            self._process.join(10)
-            if self._process.is_alive():
-                self._process.kill()
-            self._conn.close()
-
-    def _ask(self, command: str, *args: Any) -> Any:
-        assert self._conn is not None, "use RemoteFakeFal as a context manager"
-        self._conn.send((command, args))
-        return self._conn.recv()
-
-    @property
-    def counters(self) -> dict[str, int]:
-        """Requests received per route."""
-        counts: dict[str, int] = self._ask("counters")
-        return counts
 
     @property
     def submissions(self) -> int:
         """Jobs accepted."""
         count: int = self._ask("submissions")
         return count
-
-    def reset_counters(self) -> None:
-        """Zero the counters."""
-        self._ask("reset")
-
-    def set_latency(self, seconds: float) -> None:
-        """Run time of jobs submitted from now on."""
-        self._ask("set_latency", seconds)
-
-    def cpu_seconds(self) -> float:
-        """CPU time the emulator's process has used so far."""
-        seconds: float = self._ask("cpu")
-        return seconds
-
-    def completed(self) -> dict[str, float]:
-        """When each job completed, by its ``prompt`` (``time.monotonic``: one clock on one machine)."""
-        times: dict[str, float] = self._ask("completed")
-        return times
 
 
 class RemoteServer(Protocol):
