@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TextIO
 
 from benchmarks import (
     bench_import,
@@ -52,18 +53,18 @@ _FIGURE = re.compile(r"\(([^()]*)\)\s*$")
 class _Tee(io.TextIOBase):
     """Writes to the terminal and keeps a copy (for --markdown and to read other scripts' goal lines)."""
 
-    def __init__(self, stream: io.TextIOBase | object) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self.copy = io.StringIO()
 
     def write(self, text: str) -> int:
-        self._stream.write(text)  # type: ignore[attr-defined]
-        self._stream.flush()  # type: ignore[attr-defined]
+        self._stream.write(text)
+        self._stream.flush()
         self.copy.write(text)
         return len(text)
 
     def flush(self) -> None:
-        self._stream.flush()  # type: ignore[attr-defined]
+        self._stream.flush()
 
 
 def goal_lines(output: str) -> list[Summary]:

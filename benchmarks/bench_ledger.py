@@ -62,7 +62,7 @@ class NaiveLogger:
         )
 
     def daily_cost(self, day: date) -> float:
-        return sum(c["cost"] for c in self.calls if c["timestamp"].date() == day)
+        return float(sum(c["cost"] for c in self.calls if c["timestamp"].date() == day))
 
     def stats(self) -> dict[str, Any]:
         def summary(calls: list[dict[str, Any]]) -> dict[str, Any]:
