@@ -276,6 +276,25 @@ class JobEntry:
         """The UTC day whose budget the job counts against."""
         return self.created_at.date()
 
+    @classmethod
+    def opened(cls, intent: JobIntent) -> JobEntry:
+        """The entry of a job just journaled from ``intent``: submitting, charged its estimate."""
+        return cls(
+            job_id=intent.job_id,
+            endpoint=intent.endpoint,
+            operation=intent.operation,
+            arguments=intent.arguments,
+            fingerprint=intent.fingerprint,
+            estimate=intent.estimate,
+            owner=intent.owner,
+            created_at=intent.created_at,
+            state=JobState.SUBMITTING,
+            cost=intent.estimate,
+            idempotency_key=intent.idempotency_key,
+            key_expires_at=intent.key_expires_at,
+            webhook_url=intent.webhook_url,
+        )
+
     @property
     def done(self) -> bool:
         """True once an outcome is journaled."""

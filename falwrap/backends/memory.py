@@ -133,21 +133,7 @@ class MemoryJournal:
                     return existing, False
             self._sweep(now)
             self._check_budget(estimate, budget, now, intent.endpoint)
-            entry = JobEntry(
-                job_id=intent.job_id,
-                endpoint=intent.endpoint,
-                operation=intent.operation,
-                arguments=intent.arguments,
-                fingerprint=intent.fingerprint,
-                estimate=intent.estimate,
-                owner=intent.owner,
-                created_at=intent.created_at,
-                state=JobState.SUBMITTING,
-                cost=intent.estimate,
-                idempotency_key=intent.idempotency_key,
-                key_expires_at=intent.key_expires_at,
-                webhook_url=intent.webhook_url,
-            )
+            entry = JobEntry.opened(intent)
             self._put(None, entry)
             if intent.idempotency_key is not None:
                 self._keys[intent.idempotency_key] = intent.job_id

@@ -195,21 +195,7 @@ class RedisJournal:
         Raises:
             BackendUnavailableError: Redis failed; nothing is known to be journaled.
         """
-        entry = JobEntry(
-            job_id=intent.job_id,
-            endpoint=intent.endpoint,
-            operation=intent.operation,
-            arguments=intent.arguments,
-            fingerprint=intent.fingerprint,
-            estimate=intent.estimate,
-            owner=intent.owner,
-            created_at=intent.created_at,
-            state=JobState.SUBMITTING,
-            cost=intent.estimate,
-            idempotency_key=intent.idempotency_key,
-            key_expires_at=intent.key_expires_at,
-            webhook_url=intent.webhook_url,
-        )
+        entry = JobEntry.opened(intent)
         estimate = to_micros(intent.estimate)
         key_expiry = key_ttl = ""
         if intent.idempotency_key is not None and intent.key_expires_at is not None:

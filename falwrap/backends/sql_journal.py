@@ -261,21 +261,7 @@ class SqlJournal:
                     intent.webhook_url,
                 ),
             )
-        entry = JobEntry(
-            job_id=intent.job_id,
-            endpoint=intent.endpoint,
-            operation=intent.operation,
-            arguments=intent.arguments,
-            fingerprint=intent.fingerprint,
-            estimate=intent.estimate,
-            owner=intent.owner,
-            created_at=intent.created_at,
-            state=JobState.SUBMITTING,
-            cost=intent.estimate,
-            idempotency_key=key,
-            key_expires_at=intent.key_expires_at,
-            webhook_url=intent.webhook_url,
-        )
+        entry = JobEntry.opened(intent)
         return entry, True
 
     def _check_budget(
