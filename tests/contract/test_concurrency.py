@@ -130,11 +130,13 @@ def test_renew_keeps_a_place_past_its_lease(store: StoreFactory) -> None:
 def test_renew_after_the_lease_ran_out(store: StoreFactory) -> None:
     """A lapsed lease is taken back while its place is free and lost once another holder took it
     (an in-process place never lapses: it stays held)."""
-    limit = store.open().concurrency_limiter(1, lease_seconds=0.1)
+    # Half-second leases: the other holder's must outlive a store round trip on a loaded machine
+    # (0.1 s leases lapsed between its acquire and our renew under CI's -n 4).
+    limit = store.open().concurrency_limiter(1, lease_seconds=0.5)
     slot = limit.acquire()
-    time.sleep(0.2)
+    time.sleep(0.7)
     assert slot.renew() is True
-    time.sleep(0.2)
+    time.sleep(0.7)
     if store.shared:
         other = limit.acquire(timeout=0)
         assert slot.renew() is False

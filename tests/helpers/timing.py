@@ -15,9 +15,10 @@ def max_in_window(times: list[float], window: float = 1.0) -> int:
     return max((bisect.bisect_right(times, t + window) - i for i, t in enumerate(times)), default=0)
 
 
-#: How late a thread may note the time of a grant it was given on a loaded 2-core machine (xdist
-#: workers, eight threads sharing one GIL): timestamps taken after ``acquire()`` returns lag the
-#: grant by up to this much, so two grants a full interval apart can be noted closer together.
+#: How late a step may run on a loaded 2-core machine (xdist workers, eight threads sharing one
+#: GIL): a timestamp taken after ``acquire()`` returns lags the grant, and a request reaches the
+#: store after the call was made, by up to this much. Two grants a full interval apart can
+#: therefore be noted closer together.
 NOTING_DELAY = 0.25
 
 
