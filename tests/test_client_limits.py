@@ -109,7 +109,7 @@ def test_limiter_wait_longer_than_the_deadline_fails_fast() -> None:
     """When the next slot is beyond the call's deadline, RateLimitTimeout comes at once, nothing sent."""
     with FakeFal(latency=0.01) as fal:
         config = FalConfig(
-            api_key=fal.key, base_url=fal.url, timeouts=Timeouts(image=1.0),
+            api_key=fal.key, base_url=fal.url, timeouts=Timeouts(image=5.0),
             rate_limit=RateLimitConfig(requests_per_minute=1),
         )  # fmt: skip
         with FalClient(config) as client:
@@ -117,7 +117,7 @@ def test_limiter_wait_longer_than_the_deadline_fails_fast() -> None:
             started = time.monotonic()
             with pytest.raises(RateLimitTimeout):
                 client.image("second")
-            assert time.monotonic() - started < 0.2
+            assert time.monotonic() - started < 2.0  # at once, even under load: not after the 5 s deadline
             assert client.ledger.records()[0].error_code == "RATE_LIMIT_TIMEOUT"
         assert fal.counters["submit"] == 1
 

@@ -98,13 +98,13 @@ def test_timeout_zero_grants_a_free_slot_only(store: StoreFactory) -> None:
 
 
 def test_timeout_a_minute_away_fails_fast_and_keeps_the_schedule(store: StoreFactory) -> None:
-    """acquire(timeout=0.5) with the next slot a minute away raises quickly; try_acquire still says ~60 s."""
+    """acquire(timeout=2) with the next slot a minute away raises at once; try_acquire still says ~60 s."""
     bucket = store.open().rate_limiter(1, 1)
     bucket.acquire()
     start = time.monotonic()
     with pytest.raises(RateLimitTimeout) as info:
-        bucket.acquire(timeout=0.5)
-    assert time.monotonic() - start < 0.25
+        bucket.acquire(timeout=2.0)
+    assert time.monotonic() - start < 1.0  # a store round trip or two, even under load; not the 2 s
     assert info.value.wait == pytest.approx(60, abs=1)
     assert bucket.try_acquire() == pytest.approx(60, abs=1)
 
