@@ -173,8 +173,9 @@ def test_eight_threads_get_the_rate_and_never_more(store: StoreFactory) -> None:
 
 
 def test_waiters_are_served_in_arrival_order(store: StoreFactory) -> None:
-    """Threads arriving 20 ms apart (more than a store round trip) are granted in that order."""
-    bucket = store.open().rate_limiter(20 * 60, 1)
+    """Threads arriving 50 ms apart (more than a store round trip, and than a thread's start is delayed on a
+    loaded machine) at slots 100 ms apart queue up, and are granted in the order they came."""
+    bucket = store.open().rate_limiter(10 * 60, 1)
     bucket.acquire()
     order: list[int] = []
     lock = threading.Lock()
@@ -189,7 +190,7 @@ def test_waiters_are_served_in_arrival_order(store: StoreFactory) -> None:
         t = threading.Thread(target=worker, args=(i,))
         t.start()
         threads.append(t)
-        time.sleep(0.02)
+        time.sleep(0.05)
     for t in threads:
         t.join()
     assert order == list(range(8))
