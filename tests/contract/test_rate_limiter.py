@@ -173,9 +173,14 @@ def test_eight_threads_get_the_rate_and_never_more(store: StoreFactory) -> None:
 
 
 def test_waiters_are_served_in_arrival_order(store: StoreFactory) -> None:
-    """Threads arriving 50 ms apart (more than a store round trip, and than a thread's start is delayed on a
-    loaded machine) at slots 100 ms apart queue up, and are granted in the order they came."""
-    bucket = store.open().rate_limiter(10 * 60, 1)
+    """Waiters are granted in the order their requests reached the store.
+
+    Each thread starts once the previous one's reservation shows in the schedule (``try_acquire`` says
+    the next free slot moved an interval later), so the order of arrival at the store is known
+    whatever the machine's load; spacing threads by a sleep left it to the scheduler.
+    """
+    interval = 0.4
+    bucket = store.open().rate_limiter(round(60 / interval), 1)
     bucket.acquire()
     order: list[int] = []
     lock = threading.Lock()
@@ -185,12 +190,23 @@ def test_waiters_are_served_in_arrival_order(store: StoreFactory) -> None:
         with lock:
             order.append(i)
 
+    def next_free() -> float:
+        # The queue stays at least an interval ahead of now, so this never finds a slot free (and takes none).
+        wait = bucket.try_acquire()
+        assert wait > 0, "the schedule ran dry: a waiter took longer than an interval to reach the store"
+        return time.monotonic() + wait
+
     threads = []
+    free_at = next_free()
     for i in range(8):
         t = threading.Thread(target=worker, args=(i,))
         t.start()
         threads.append(t)
-        time.sleep(0.05)
+        deadline = time.monotonic() + 10
+        while (now_free := next_free()) < free_at + interval / 2:
+            assert time.monotonic() < deadline, f"waiter {i} never reached the store"
+            time.sleep(0.005)
+        free_at = now_free
     for t in threads:
         t.join()
     assert order == list(range(8))
