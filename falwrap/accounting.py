@@ -101,15 +101,17 @@ class Heartbeat:
         self._ledger = ledger
         self._ttl = ttl
         self._lock = threading.Lock()
-        self._next: float | None = None
-        self._owner: str | None = None  # whose heartbeat is in the journal (a forked child is someone else)
+        self._next = 0.0  # when the heartbeat is next renewed
+        # Whose heartbeat is known to be in the journal; None before the first, after a failed
+        # write and after close() (a forked child has an owner id of its own).
+        self._owner: str | None = None
 
     def enter(self) -> str:
         """A call starts: renew this process's heartbeat if it is a third of the way to lapsing."""
         owner = owner_id()
         now = time.monotonic()
         with self._lock:
-            if self._next is None or self._owner != owner:
+            if self._owner != owner:
                 # No heartbeat of ours is known to be in the journal: every call waits for this
                 # one, or it could journal a job under an owner other processes take for dead.
                 self._write(owner)
@@ -124,7 +126,7 @@ class Heartbeat:
                 self._write(owner)
             except BackendUnavailableError:
                 with self._lock:
-                    self._next = None
+                    self._owner = None
                 raise
         return owner
 
@@ -137,7 +139,7 @@ class Heartbeat:
     def close(self) -> None:
         """Tell the journal this process is gone: its open jobs become reconcilable at once."""
         with self._lock:
-            self._next = None
+            self._owner = None
         try:
             self._ledger.journal.drop_owner(owner_id())
         except BackendUnavailableError:

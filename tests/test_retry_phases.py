@@ -17,6 +17,7 @@ import pytest
 
 from falwrap import FalClient, FalConfig, RateLimitConfig, RetryConfig, RetryDetails, set_testing
 from falwrap.testing import FakeFal, Fault, JobFailure
+from tests.helpers.cli import clean_env
 
 MODEL = "fal-ai/flux/schnell"
 SLOW_BACKOFF = RetryConfig(max_retries=3, base_delay=30.0, max_delay=30.0, jitter=False)
@@ -150,8 +151,6 @@ def test_retry_warnings_reach_the_apps_logging_and_nothing_else(
 ) -> None:
     """A library adds only a NullHandler: a script that never set up logging gets no stray stderr lines from
     Python's last-resort handler; one that did sees the retry WARNING on the ``falwrap`` logger."""
-    from tests.helpers.cli import clean_env
-
     fal.inject("submit", Fault.http(503))
     argv = [sys.executable, "-c", _SCRIPT, "configured" if logging_set_up else "bare"]
     env = clean_env(FAL_KEY=fal.key, FAL_BASE_URL=fal.url, FALWRAP_STORE_URL="memory:", XDG_DATA_HOME=str(tmp_path))

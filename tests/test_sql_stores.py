@@ -22,11 +22,13 @@ from urllib.parse import quote
 
 import pytest
 
+from falwrap import FalClient, FalConfig, RateLimitConfig
 from falwrap.backends import migrate, open_store, wipe_namespace
 from falwrap.backends.sql import LATEST_VERSION, Database, apply_migrations, schema_version
 from falwrap.backends.sqlite import SqliteStore, open_database
 from falwrap.errors import BackendUnavailableError, BudgetExceededError, ConfigurationError
 from falwrap.journal import JobIntent
+from falwrap.testing import FakeFal
 from tests.contract.stores import POSTGRES_URL, fresh_store
 from tests.helpers.proxy import Proxy
 
@@ -454,9 +456,6 @@ def test_concurrent_first_calls_journal_no_job_before_their_process_heartbeat(po
     journal. A job under an owner the journal does not know alive looks like a dead process's orphan to any other
     process starting then, which reconciles it (seen as a stray status request under load in the webhook e2e)."""
     import psycopg
-
-    from falwrap import FalClient, FalConfig, RateLimitConfig
-    from falwrap.testing import FakeFal
 
     with FakeFal(latency=0.05) as fal:
         rate = RateLimitConfig(requests_per_minute=600_000, burst=100)
